@@ -1,0 +1,40 @@
+// Sub-command dispatch for the omni-infra-provider-proxmox binary.
+import { UsageError } from './usage.js';
+
+export type Command = (argv: string[]) => Promise<number>;
+
+/** Sub-commands by their words ("sim proxmox", "plan", ...). Loaded lazily so start-up stays fast. */
+const commands: Record<string, () => Promise<Command>> = {};
+
+export function registerCommand(words: string, load: () => Promise<Command>): void {
+  commands[words] = load;
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  // Longest match first: "storage explain" before "storage".
+  const names = Object.keys(commands).sort((a, b) => b.split(' ').length - a.split(' ').length);
+  for (const name of names) {
+    const words = name.split(' ');
+    if (words.every((w, i) => argv[i] === w)) {
+      try {
+        const cmd = await commands[name]!();
+        return await cmd(argv.slice(words.length));
+      } catch (err) {
+        return reportError(err);
+      }
+    }
+  }
+  if (argv[0] && !argv[0].startsWith('-')) {
+    process.stderr.write(`error: unknown command "${argv[0]}"; commands: ${Object.keys(commands).join(', ')}\n`);
+    return 2;
+  }
+  process.stderr.write('error: the daemon is not wired yet; see README for available commands\n');
+  return 2;
+}
+
+/** Usage and input errors exit 2 with one line on stderr; anything else exits 1. */
+export function reportError(err: unknown): number {
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`error: ${message.split('\n')[0]}\n`);
+  return err instanceof UsageError || (err as { exitCode?: number })?.exitCode === 2 ? 2 : 1;
+}
