@@ -3,12 +3,15 @@ import { UsageError } from './usage.js';
 
 export type Command = (argv: string[]) => Promise<number>;
 
-/** Sub-commands by their words ("sim proxmox", "plan", ...). Loaded lazily so start-up stays fast. */
-const commands: Record<string, () => Promise<Command>> = {};
-
-export function registerCommand(words: string, load: () => Promise<Command>): void {
-  commands[words] = load;
-}
+/**
+ * Sub-commands by their words. Each module's default export is the command. Loaded lazily so the
+ * daemon's start-up does not pay for the tools.
+ */
+const commands: Record<string, () => Promise<Command>> = {
+  'sim proxmox': async () => (await import('./sim-proxmox.js')).default,
+  plan: async () => (await import('./plan.js')).default,
+  'storage explain': async () => (await import('./storage-explain.js')).default,
+};
 
 export async function runCli(argv: string[]): Promise<number> {
   // Longest match first: "storage explain" before "storage".
