@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file proxmox/specs/specs.proto.
  */
 export const file_proxmox_specs_specs: GenFile = /*@__PURE__*/
-  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyLGAgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhMKC2lzb19zdG9yYWdlGGQgASgJEhMKC3NlZWRfdm9sdW1lGGUgASgJEhMKC3NtYmlvc191dWlkGGYgASgJEhgKEHNlZWRfdXBsb2FkX3Rhc2sYZyABKAkSFgoOYm9vdF9hc3NldF9rZXkYaCABKAkSFAoMZGlza19zdG9yYWdlGGkgASgJYgZwcm90bzM");
+  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyKTAgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhMKC2lzb19zdG9yYWdlGGQgASgJEhMKC3NlZWRfdm9sdW1lGGUgASgJEhYKDmJvb3RfYXNzZXRfa2V5GGggASgJSgQIZhBnSgQIZxBoSgQIaRBqYgZwcm90bzM");
 
 /**
  * @generated from message emuspecs.MachineSpec
@@ -73,7 +73,7 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
 
   /**
    * --- Fields added by this TypeScript provider (numbers >= 100; the Go provider never reads them) ---
-   * Storage holding the boot ISO.
+   * Storage holding the boot ISO and the seed ISO (chosen once on the VM's node, then remembered).
    *
    * @generated from field: string iso_storage = 100;
    */
@@ -87,34 +87,13 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   seedVolume: string;
 
   /**
-   * SMBIOS UUID given to the VM (the machine ID it joins Omni with).
-   *
-   * @generated from field: string smbios_uuid = 102;
-   */
-  smbiosUuid: string;
-
-  /**
-   * UPID of the seed ISO upload task.
-   *
-   * @generated from field: string seed_upload_task = 103;
-   */
-  seedUploadTask: string;
-
-  /**
    * Storage key of the boot asset (from GetBootAssetURL), stable across credential rotation.
+   *
+   * Next free number: 106.
    *
    * @generated from field: string boot_asset_key = 104;
    */
   bootAssetKey: string;
-
-  /**
-   * Storage chosen for the VM's disks.
-   *
-   * Next free number: 106.
-   *
-   * @generated from field: string disk_storage = 105;
-   */
-  diskStorage: string;
 };
 
 /**
