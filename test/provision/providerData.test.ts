@@ -1,0 +1,167 @@
+import { Ajv } from 'ajv';
+import { describe, expect, it } from 'vitest';
+import { ProviderDataError } from '../../src/provision/errors.js';
+import {
+  parseProviderData,
+  providerDataSchema,
+  providerDataSchemaJson,
+  validateProviderData,
+  type ProviderData,
+} from '../../src/provision/providerData.js';
+
+const BASE = 'cores: 2\nmemory: 4096\ndisk_size: 20\nstorage_selector: name == "local-lvm"\n';
+
+function rejects(yamlText: string): ProviderDataError {
+  try {
+    parseProviderData(yamlText);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ProviderDataError);
+    return err as ProviderDataError;
+  }
+  throw new Error(`expected rejection of:\n${yamlText}`);
+}
+
+/** Every key set, so the compiler forces this object to cover the whole ProviderData type. */
+const everything: Required<ProviderData> = {
+  cores: 4,
+  sockets: 2,
+  memory: 8192,
+  disk_size: 40,
+  storage_selector: 'name == "local-lvm"',
+  node: 'pve1',
+  allowed_nodes: ['pve1', 'pve2'],
+  placement_strategy: 'binpack',
+  network_bridge: 'vmbr1',
+  vlan: 20,
+  network_firewall: false,
+  disk_ssd: true,
+  disk_discard: true,
+  disk_iothread: true,
+  disk_cache: 'none',
+  disk_aio: 'io_uring',
+  cpu_type: 'host',
+  machine_type: 'q35',
+  numa: true,
+  hugepages: '1GB',
+  balloon: false,
+  bios: 'ovmf',
+  description: 'talos worker',
+  hostname: 'request-id',
+  tags: ['prod'],
+  pool: 'omni',
+  additional_disks: [
+    { disk_size: 100, storage_selector: 'true', disk_ssd: true, disk_discard: false, disk_iothread: true, disk_cache: 'writeback', disk_aio: 'native' },
+  ],
+  additional_nics: [{ bridge: 'vmbr2', vlan: 30, firewall: true, model: 'e1000' }],
+  pci_devices: [{ mapping: 'gpu-1', pcie: true, primary_gpu: true, rombar: false, mdev: 'nvidia-180' }],
+};
+
+describe('schema and type agree', () => {
+  it('every schema property is a ProviderData key and vice versa (top level and nested)', () => {
+    expect(Object.keys(providerDataSchema.properties).sort()).toEqual(Object.keys(everything).sort());
+    const items = providerDataSchema.properties;
+    expect(Object.keys(items.additional_disks.items.properties).sort()).toEqual(Object.keys(everything.additional_disks[0] ?? {}).sort());
+    expect(Object.keys(items.additional_nics.items.properties).sort()).toEqual(Object.keys(everything.additional_nics[0] ?? {}).sort());
+    expect(Object.keys(items.pci_devices.items.properties).sort()).toEqual(Object.keys(everything.pci_devices[0] ?? {}).sort());
+  });
+
+  it('a fully populated value validates and comes back unchanged', () => {
+    expect(validateProviderData(everything)).toEqual(everything);
+  });
+
+  it('the published JSON is a valid draft-07 schema that a separate ajv accepts', () => {
+    const schema = JSON.parse(providerDataSchemaJson()) as Record<string, unknown>;
+    expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#');
+    const validate = new Ajv({ strict: true }).compile(schema);
+    expect(validate({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true' })).toBe(true);
+    expect(validate({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true', corse: 1 })).toBe(false);
+  });
+});
+
+describe('parseProviderData: defaults (the Go provider\'s)', () => {
+  it('fills every default for the minimal provider data', () => {
+    expect(parseProviderData(BASE)).toEqual({
+      cores: 2,
+      memory: 4096,
+      disk_size: 20,
+      storage_selector: 'name == "local-lvm"',
+      sockets: 1,
+      allowed_nodes: [],
+      placement_strategy: 'spread',
+      network_bridge: 'vmbr0',
+      vlan: 0,
+      network_firewall: true,
+      disk_ssd: false,
+      disk_discard: false,
+      disk_iothread: false,
+      cpu_type: 'x86-64-v2-AES',
+      numa: false,
+      hostname: 'none',
+      tags: [],
+      additional_disks: [],
+      additional_nics: [],
+      pci_devices: [],
+    });
+  });
+
+  it('fills defaults inside list items', () => {
+    const d = parseProviderData(
+      `${BASE}additional_nics:\n  - bridge: vmbr1\npci_devices:\n  - mapping: gpu\nadditional_disks:\n  - {disk_size: 5, storage_selector: "true"}\n`,
+    );
+    expect(d.additional_nics).toEqual([{ bridge: 'vmbr1', vlan: 0, firewall: false, model: 'virtio' }]);
+    expect(d.pci_devices).toEqual([{ mapping: 'gpu', pcie: false, primary_gpu: false }]);
+    expect(d.additional_disks).toEqual([
+      { disk_size: 5, storage_selector: 'true', disk_ssd: false, disk_discard: false, disk_iothread: false },
+    ]);
+  });
+
+  it('storage_selector, cores, memory and disk_size are required as in the Go schema', () => {
+    expect(rejects('').message).toBe('provider data: missing required keys "cores", "memory", "disk_size", "storage_selector"');
+    expect(rejects('cores: 2\nmemory: 4096\ndisk_size: 20\n').message).toBe('provider data: missing required key "storage_selector"');
+    expect(rejects('cores: 2\nmemory: 4096\ndisk_size: 20\n').field).toBe('storage_selector');
+  });
+});
+
+describe('parseProviderData: rejections name the field', () => {
+  it.each([
+    ['unknown key with suggestion', `${BASE}corse: 4\n`, 'provider data: unknown key "corse" (did you mean "cores"?)', 'corse'],
+    ['unknown key without suggestion', `${BASE}wibble: 1\n`, 'provider data: unknown key "wibble"', 'wibble'],
+    ['unknown key in a disk', `${BASE}additional_disks:\n  - {disk_size: 5, storage_selector: x, disk_sizee: 1}\n`, 'provider data: additional_disks[0]: unknown key "disk_sizee" (did you mean "disk_size"?)', 'additional_disks[0].disk_sizee'],
+    ['unknown key in a nic', `${BASE}additional_nics:\n  - {bridge: vmbr1, tag: 5}\n`, 'provider data: additional_nics[0]: unknown key "tag"', 'additional_nics[0].tag'],
+    ['unknown key in a pci device', `${BASE}pci_devices:\n  - {mapping: gpu, x_vga: true}\n`, 'provider data: pci_devices[0]: unknown key "x_vga"', 'pci_devices[0].x_vga'],
+    ['missing key in an item', `${BASE}additional_disks:\n  - {disk_size: 5}\n`, 'provider data: additional_disks[0]: missing required key "storage_selector"', 'additional_disks[0].storage_selector'],
+    ['bridge smuggling a property', `${BASE}network_bridge: "vmbr0,firewall=0"\n`, 'provider data: network_bridge: "vmbr0,firewall=0" is not a valid bridge name', 'network_bridge'],
+    ['nic bridge smuggling', `${BASE}additional_nics:\n  - bridge: "vmbr1,tag=5"\n`, 'provider data: additional_nics[0].bridge: "vmbr1,tag=5" is not a valid bridge name', 'additional_nics[0].bridge'],
+    ['bad node', `${BASE}node: "pve_1"\n`, 'provider data: node: "pve_1" is not a valid node name', 'node'],
+    ['bad allowed node', `${BASE}allowed_nodes: [pve1, "x y"]\n`, 'provider data: allowed_nodes[1]: "x y" is not a valid node name', 'allowed_nodes[1]'],
+    ['bad tag', `${BASE}tags: ["a;b"]\n`, 'provider data: tags[0]: "a;b" is not a valid Proxmox tag', 'tags[0]'],
+    ['bad pool', `${BASE}pool: "a/b"\n`, 'provider data: pool: "a/b" is not a valid pool name', 'pool'],
+    ['bad mapping', `${BASE}pci_devices:\n  - mapping: "gpu,host=01:00.0"\n`, 'provider data: pci_devices[0].mapping: "gpu,host=01:00.0" is not a valid PCI mapping id', 'pci_devices[0].mapping'],
+    ['bad mdev', `${BASE}pci_devices:\n  - {mapping: gpu, mdev: "a,b"}\n`, 'provider data: pci_devices[0].mdev: "a,b" is not a valid mediated device type', 'pci_devices[0].mdev'],
+    ['memory below Go minimum', `cores: 2\nmemory: 1024\ndisk_size: 20\nstorage_selector: x\n`, 'provider data: memory: 1024 must be >= 2048', 'memory'],
+    ['vlan above 4094', `${BASE}vlan: 4095\n`, 'provider data: vlan: 4095 must be <= 4094', 'vlan'],
+    ['wrong type', `${BASE}numa: "yes"\n`, 'provider data: numa: "yes" is not a boolean', 'numa'],
+    ['quoted integer', `cores: "2"\nmemory: 4096\ndisk_size: 20\nstorage_selector: x\n`, 'provider data: cores: "2" is not an integer', 'cores'],
+    ['enum', `${BASE}disk_cache: fast\n`, 'provider data: disk_cache: "fast" is not one of "none", "writethrough", "writeback", "directsync", "unsafe"', 'disk_cache'],
+    ['strategy enum', `${BASE}placement_strategy: random\n`, 'provider data: placement_strategy: "random" is not one of "spread", "fewer-vms", "round-robin", "binpack"', 'placement_strategy'],
+    ['cpu options smuggling', `${BASE}cpu_type: "host,args=-foo"\n`, 'provider data: cpu_type: "host,args=-foo" is not a valid Proxmox cpu value (invalid key in comma-separated list property: args)', 'cpu_type'],
+    ['pcie without q35', `${BASE}pci_devices:\n  - {mapping: gpu, pcie: true}\n`, 'provider data: pci_devices[0].pcie: PCIe passthrough needs machine_type: q35 (Proxmox refuses to start the VM otherwise)', 'pci_devices[0].pcie'],
+    ['pinned node outside allowed_nodes', `${BASE}node: pve3\nallowed_nodes: [pve1, pve2]\n`, 'provider data: node: "pve3" is not in allowed_nodes (pve1, pve2)', 'node'],
+    ['not a mapping', '- cores: 2\n', 'provider data: must be a YAML mapping of keys to values', undefined],
+    ['duplicate YAML key', `${BASE}cores: 3\n`, 'provider data: invalid YAML: Map keys must be unique', undefined],
+  ])('%s', (_name, text, message, field) => {
+    const err = rejects(text);
+    expect(err.message.startsWith(message)).toBe(true);
+    expect(err.field).toBe(field);
+  });
+
+  it('accepts cpu options PVE allows', () => {
+    expect(parseProviderData(`${BASE}cpu_type: "host,flags=+aes;-pcid"\n`).cpu_type).toBe('host,flags=+aes;-pcid');
+  });
+
+  it('does not mutate the caller object when applying defaults', () => {
+    const input = { cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true' };
+    validateProviderData(input);
+    expect(input).toEqual({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true' });
+  });
+});
