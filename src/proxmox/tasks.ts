@@ -1,0 +1,180 @@
+// Waiting for Proxmox tasks: adaptive status polling on the UPID's own node, per-type deadlines, success rules
+// (`OK`, `WARNINGS: N`), failures with the task log's tail, vanished tasks, and unreachable nodes as "unknown".
+import { setTimeout as sleepMs } from 'node:timers/promises';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import type { PveClient } from './client.js';
+import {
+  PveConnectionError,
+  PveError,
+  PveTaskError,
+  PveTaskTimeoutError,
+  isNoSuchTask,
+  isNodeUnreachable,
+} from './errors.js';
+import type { TaskStatus } from './types.js';
+import { parseUpid } from './upid.js';
+
+/** The client calls the waiter needs (a PveClient satisfies it). */
+export type TaskClient = Pick<PveClient, 'taskStatus' | 'taskLog'>;
+
+export interface TaskResult {
+  upid: string;
+  node: string;
+  type: string;
+  id: string;
+  /** `OK` or `WARNINGS: N`. */
+  exitstatus: string;
+  /** N of `WARNINGS: N`; 0 for `OK`. */
+  warnings: number;
+}
+
+export interface TaskProgress {
+  /** `unknown` when the poll failed transiently (node unreachable, connection lost). */
+  status: 'running' | 'stopped' | 'unknown';
+  elapsedMs: number;
+  task?: TaskStatus;
+}
+
+export interface TaskWaitClock {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export interface WaitForTaskOptions {
+  /** Give up after this long (default: by task type, see defaultTaskDeadlineMs). */
+  deadlineMs?: number;
+  signal?: AbortSignal;
+  onProgress?: (p: TaskProgress) => void;
+  /** Milliseconds to wait before poll number `attempt + 1` (attempt counts from 0). Default: backoffSchedule(). */
+  pollSchedule?: (attempt: number) => number;
+  /** Time source and sleep; for tests. */
+  clock?: TaskWaitClock;
+  logger?: Logger;
+  /** How many log lines to attach to a failure (default 20). */
+  logTailLines?: number;
+}
+
+const MINUTE = 60_000;
+const DEADLINES: Record<string, number> = {
+  qmcreate: 5 * MINUTE,
+  download: 30 * MINUTE,
+  imgcopy: 5 * MINUTE,
+  qmstart: 2 * MINUTE,
+  hastart: 2 * MINUTE,
+  qmstop: 1 * MINUTE,
+  hastop: 1 * MINUTE,
+  qmshutdown: 5 * MINUTE,
+  qmdestroy: 5 * MINUTE,
+  qmconfig: 1 * MINUTE,
+};
+
+/** How long a task of `type` may reasonably run before we stop waiting. */
+export function defaultTaskDeadlineMs(type: string): number {
+  return DEADLINES[type] ?? 10 * MINUTE;
+}
+
+/** Exponential polling: `initialMs`, doubling, capped at `maxMs` (defaults 100 ms → 3 s). */
+export function backoffSchedule(opts: { initialMs?: number; maxMs?: number; factor?: number } = {}): (attempt: number) => number {
+  const initial = opts.initialMs ?? 100;
+  const max = opts.maxMs ?? 3_000;
+  const factor = opts.factor ?? 2;
+  return (attempt) => Math.min(max, initial * factor ** Math.min(attempt, 30));
+}
+
+const realClock: TaskWaitClock = {
+  now: () => Date.now(),
+  sleep: async (ms, signal) => {
+    await sleepMs(ms, undefined, signal ? { signal } : {});
+  },
+};
+
+const WARNINGS_RE = /^WARNINGS: (\d+)$/;
+
+/** Success per PVE's own rule: `OK` or `WARNINGS: N`. Returns the warning count, or undefined for a failure. */
+export function taskWarnings(exitstatus: string | undefined): number | undefined {
+  if (exitstatus === 'OK') return 0;
+  const m = exitstatus === undefined ? null : WARNINGS_RE.exec(exitstatus);
+  return m ? Number(m[1]) : undefined;
+}
+
+function isTransient(err: unknown): boolean {
+  if (err instanceof PveConnectionError) return true;
+  if (isNodeUnreachable(err)) return true;
+  return err instanceof PveError && [502, 503, 504].includes(err.status);
+}
+
+/** Polls the task until it stops; resolves on success, throws PveTaskError / PveTaskTimeoutError otherwise. */
+export async function waitForTask(client: TaskClient, upid: string, opts: WaitForTaskOptions = {}): Promise<TaskResult> {
+  const info = parseUpid(upid);
+  const clock = opts.clock ?? realClock;
+  const schedule = opts.pollSchedule ?? backoffSchedule();
+  const deadlineMs = opts.deadlineMs ?? defaultTaskDeadlineMs(info.type);
+  const log = (opts.logger ?? silentLogger).child({ task: info.type, node: info.node, id: info.id });
+  const started = clock.now();
+  let lastStatus = 'running';
+
+  for (let attempt = 0; ; attempt++) {
+    opts.signal?.throwIfAborted();
+    let status: TaskStatus | undefined;
+    try {
+      status = await client.taskStatus(upid);
+    } catch (err) {
+      if (isNoSuchTask(err)) {
+        log.warn({ upid }, 'proxmox task vanished (no such task); its outcome is unknown');
+        throw new PveTaskError({
+          upid,
+          type: info.type,
+          node: info.node,
+          exitstatus: 'no such task',
+          logTail: [],
+          vanished: true,
+        });
+      }
+      if (!isTransient(err)) throw err;
+      lastStatus = 'unknown';
+      log.debug({ upid, err: (err as Error).message }, 'proxmox task status unknown for now; polling again');
+      opts.onProgress?.({ status: 'unknown', elapsedMs: clock.now() - started });
+    }
+
+    if (status) {
+      lastStatus = status.status;
+      const stopped = status.status === 'stopped';
+      opts.onProgress?.({ status: stopped ? 'stopped' : 'running', elapsedMs: clock.now() - started, task: status });
+      if (stopped) {
+        const exitstatus = status.exitstatus ?? 'unexpected status';
+        const warnings = taskWarnings(exitstatus);
+        if (warnings !== undefined) {
+          if (warnings > 0) log.info({ upid, warnings }, 'proxmox task finished with warnings');
+          return { upid, node: info.node, type: info.type, id: info.id, exitstatus, warnings };
+        }
+        const logTail = await fetchTaskLogTail(client, upid, opts.logTailLines ?? 20);
+        throw new PveTaskError({ upid, type: info.type, node: info.node, exitstatus, logTail });
+      }
+    }
+
+    const elapsed = clock.now() - started;
+    if (elapsed >= deadlineMs) {
+      throw new PveTaskTimeoutError({ upid, type: info.type, node: info.node, deadlineMs, lastStatus });
+    }
+    await clock.sleep(Math.max(0, Math.min(schedule(attempt), deadlineMs - elapsed)), opts.signal);
+  }
+}
+
+/** The last `lines` lines of a task's log, oldest first; empty when the log cannot be read. */
+export async function fetchTaskLogTail(client: TaskClient, upid: string, lines = 20): Promise<string[]> {
+  try {
+    const first = await client.taskLog(upid, { start: 0, limit: 50 });
+    let entries = first.lines;
+    if (first.total > entries.length && first.total > 50) {
+      const start = Math.max(0, first.total - lines);
+      entries = (await client.taskLog(upid, { start, limit: lines })).lines;
+    }
+    return entries
+      .map((l) => l.t)
+      .filter((t) => t !== 'no content')
+      .slice(-lines);
+  } catch {
+    return [];
+  }
+}
