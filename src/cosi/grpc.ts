@@ -187,7 +187,9 @@ export function createServiceClient<S extends DescService>(service: S, settings:
     channelOverride: settings.channel,
     interceptors: settings.interceptors ?? [],
   });
-  const methods: Record<string, unknown> = { close: () => client.close() };
+  // grpc-js's Client.close() would shut the shared channel down for every other client on it; the channel's
+  // owner (openOmniChannel's close) ends it instead, so closing a service client only drops our reference.
+  const methods: Record<string, unknown> = { close: () => undefined };
   for (const method of service.methods) {
     const path = methodPath(method);
     const serialize = serializerFor(method.input);

@@ -1,0 +1,141 @@
+// ISO volumes on Proxmox storage: choosing the ISO storage, downloading the Talos ISO once per (storage, file),
+// uploading and removing NoCloud seeds.
+import { createHash } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { PveClient } from '../proxmox/client.js';
+import { isNotFound, PveTaskError } from '../proxmox/errors.js';
+import type { TaskResult } from '../proxmox/tasks.js';
+import type { StorageEntry } from '../proxmox/types.js';
+import { StepFailure } from './step.js';
+
+type WaitTask = (upid: string, signal?: AbortSignal) => Promise<TaskResult>;
+
+/** Deterministic ISO storage preference: shared first (usable from every node), then by name. */
+export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
+  return list
+    .filter((s) => s.enabled && s.active && s.content.split(',').map((c) => c.trim()).includes('iso'))
+    .sort((a, b) => Number(b.shared) - Number(a.shared) || (a.storage < b.storage ? -1 : a.storage > b.storage ? 1 : 0));
+}
+
+export class IsoStore {
+  /** In-flight downloads by storage (+ node for local storage) and file name. */
+  readonly #downloads = new Map<string, Promise<string>>();
+
+  constructor(
+    private readonly pve: PveClient,
+    private readonly log: Logger,
+    private readonly wait: WaitTask,
+  ) {}
+
+  async chooseIsoStorage(node: string): Promise<string> {
+    const list = await this.pve.storageList(node, { content: 'iso', enabled: true });
+    const best = rankIsoStorages(list)[0];
+    if (!best) {
+      const seen = list.map((s) => `${s.storage} (content=${s.content}, ${s.active ? 'active' : 'inactive'})`).join(', ');
+      throw new StepFailure(
+        `uploadISO: node ${node} has no enabled, active storage that allows ISO images${seen ? `; storages: ${seen}` : ''}`,
+      );
+    }
+    return best.storage;
+  }
+
+  async #hasVolume(node: string, storage: string, volid: string): Promise<boolean> {
+    const content = await this.pve.storageContent(node, storage, { content: 'iso' });
+    return content.some((c) => c.volid === volid);
+  }
+
+  /** Returns the volume ID of `filename` on `storage`, downloading it first if it is not there yet. */
+  async ensureDownloaded(opts: {
+    node: string;
+    storage: string;
+    url: string;
+    filename: string;
+    attempts: number;
+    log: Logger;
+    signal?: AbortSignal | undefined;
+  }): Promise<string> {
+    const volid = `${opts.storage}:iso/${opts.filename}`;
+    if (await this.#hasVolume(opts.node, opts.storage, volid)) return volid;
+    const shared = (await this.pve.storageList(opts.node, { content: 'iso' })).find((s) => s.storage === opts.storage)?.shared;
+    const key = `${shared ? '' : opts.node}/${opts.storage}/${opts.filename}`;
+    let inFlight = this.#downloads.get(key);
+    if (!inFlight) {
+      inFlight = this.#download(opts, volid).finally(() => this.#downloads.delete(key));
+      this.#downloads.set(key, inFlight);
+    } else {
+      opts.log.info({ storage: opts.storage }, 'Talos ISO download already in flight; waiting for it');
+    }
+    return inFlight;
+  }
+
+  async #download(
+    opts: { node: string; storage: string; url: string; filename: string; attempts: number; log: Logger; signal?: AbortSignal | undefined },
+    volid: string,
+  ): Promise<string> {
+    let last: unknown;
+    for (let attempt = 1; attempt <= opts.attempts; attempt++) {
+      opts.log.info({ node: opts.node, storage: opts.storage, volume: volid, attempt }, 'downloading Talos ISO');
+      try {
+        const upid = await this.pve.downloadUrl(opts.node, opts.storage, { url: opts.url, filename: opts.filename, content: 'iso' });
+        await this.wait(upid, opts.signal);
+        return volid;
+      } catch (err) {
+        // Someone else (another provider instance, an earlier run) finished the same file meanwhile.
+        if (err instanceof PveTaskError && /refusing to override existing file/i.test(err.exitstatus)) return volid;
+        if (!(err instanceof PveTaskError) || err.vanished) throw err;
+        last = err;
+        opts.log.warn({ attempt, exitstatus: err.exitstatus }, 'Talos ISO download failed');
+        if (await this.#hasVolume(opts.node, opts.storage, volid)) return volid;
+      }
+    }
+    const msg = last instanceof PveTaskError ? last.exitstatus : String(last);
+    throw new StepFailure(`uploadISO: downloading the Talos ISO to ${opts.storage} failed ${opts.attempts} times: ${msg}`, {
+      cause: last,
+    });
+  }
+
+  /** Uploads a seed ISO (replacing an older one of the same name) and returns its volume ID. */
+  async uploadSeed(opts: {
+    node: string;
+    storage: string;
+    filename: string;
+    data: Buffer;
+    signal?: AbortSignal | undefined;
+  }): Promise<string> {
+    const volid = `${opts.storage}:iso/${opts.filename}`;
+    const checksum = createHash('sha256').update(opts.data).digest('hex');
+    const upid = await this.pve.uploadFile(opts.node, opts.storage, {
+      filename: opts.filename,
+      content: 'iso',
+      data: opts.data,
+      checksum,
+      checksumAlgorithm: 'sha256',
+    });
+    await this.wait(upid, opts.signal);
+    return volid;
+  }
+
+  /** Best-effort removal of seed ISOs; a missing file or storage is fine, other failures are logged. */
+  async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<void> {
+    if (!opts.storage || !opts.nodeHint) return;
+    let content;
+    try {
+      content = await this.pve.storageContent(opts.nodeHint, opts.storage, { content: 'iso' });
+    } catch (err) {
+      opts.log.warn({ storage: opts.storage, err: String(err) }, 'could not list ISO storage to remove the seed');
+      return;
+    }
+    for (const name of opts.names) {
+      const volid = `${opts.storage}:iso/${name}`;
+      if (!content.some((c) => c.volid === volid)) continue;
+      try {
+        const upid = await this.pve.deleteVolume(opts.nodeHint, opts.storage, volid);
+        if (upid) await this.wait(upid);
+        opts.log.info({ volume: volid }, 'seed ISO removed');
+      } catch (err) {
+        if (isNotFound(err)) continue;
+        opts.log.warn({ volume: volid, err: err instanceof Error ? err.message : String(err) }, 'could not remove seed ISO');
+      }
+    }
+  }
+}

@@ -1,0 +1,113 @@
+// Test harness: a Proxmox simulator over HTTPS on 127.0.0.1, the real client pinned to its certificate, and a
+// ProxmoxProvisioner wired to them. The ImageService here is a fixed test double (the Omni side is tested elsewhere).
+import { readFileSync } from 'node:fs';
+import { silentLogger } from '../../src/log.js';
+import { PveClient } from '../../src/proxmox/client.js';
+import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
+import { parseProviderData } from '../../src/provision/providerData.js';
+import { ProxmoxProvisioner, type ProxmoxProvisionerOptions, isoCacheKey } from '../../src/provision/proxmoxProvisioner.js';
+import { StepFailure, type ImageService, type ProvisionRequest, type StepContext } from '../../src/provision/step.js';
+import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
+
+export const fixtureFile = new URL('../fixtures/pve-3node.json', import.meta.url);
+
+export function testFixture(overrides: Partial<PveFixture> = {}): PveFixture {
+  const f = JSON.parse(readFileSync(fixtureFile, 'utf8')) as PveFixture;
+  return { ...f, authFailDelayMs: 0, ...overrides };
+}
+
+export const testImages: ImageService = {
+  async createSchematic() {
+    return 'a'.repeat(64);
+  },
+  async bootImage(schematic, version, arch) {
+    const url = `https://factory.talos.dev/image/${schematic}/${version}/nocloud-${arch}.iso`;
+    return { url, cacheKey: isoCacheKey(url) };
+  },
+};
+
+export interface PveHarness {
+  sim: PveSim;
+  server: PveSimServer;
+  pve: PveClient;
+  provisioner: ProxmoxProvisioner;
+  close(): Promise<void>;
+}
+
+/** timeScale 0.002: a simulated 20 s download takes 40 ms. */
+export async function startPveHarness(
+  opts: { fixture?: Partial<PveFixture>; timeScale?: number; provisioner?: Partial<ProxmoxProvisionerOptions> } = {},
+): Promise<PveHarness> {
+  const fixture = testFixture(opts.fixture);
+  const sim = new PveSim({ fixture, clock: new ScaledClock(opts.timeScale ?? 0.002) });
+  const server = await startPveSimServer(sim, { https: true });
+  const pve = new PveClient({
+    url: server.url,
+    auth: { tokenId: 'root@pam!omni', tokenSecret: '5ec7e7a0-0000-4000-8000-00000000cafe' },
+    tls: { fingerprint: server.fingerprint! },
+    logger: silentLogger,
+  });
+  const provisioner = new ProxmoxProvisioner({
+    pve,
+    images: testImages,
+    log: silentLogger,
+    taskWait: { pollSchedule: () => 5 },
+    shutdownTimeoutSec: 5,
+    pendingCreateWaitMs: 2_000,
+    ...opts.provisioner,
+  });
+  return {
+    sim,
+    server,
+    pve,
+    provisioner,
+    async close() {
+      await pve.close();
+      await server.close();
+    },
+  };
+}
+
+export function request(id: string, providerData: string, setId?: string): ProvisionRequest {
+  return { id, machineRequestSetId: setId, talosVersion: 'v1.11.5', providerData: parseProviderData(providerData) };
+}
+
+export const basicData = `
+cores: 2
+memory: 4096
+disk_size: 20
+storage_selector: 'name == "local-lvm"'
+`;
+
+export const JOIN_CONFIG = 'apiVersion: v1alpha1\nkind: SideroLinkConfig\napiUrl: https://omni.example.invalid:8090?jointoken=test-join-token\n';
+
+/** Runs every step in order (resuming from `from`), retrying a step that asks to, like the controller does. */
+export async function runSteps(
+  provisioner: ProxmoxProvisioner,
+  req: ProvisionRequest,
+  state: MachineState = emptyMachineState(),
+  opts: { maxRetries?: number; from?: string } = {},
+): Promise<MachineState> {
+  let started = opts.from === undefined;
+  for (const step of provisioner.steps) {
+    if (!started && step.name !== opts.from) continue;
+    started = true;
+    const ctx: StepContext = { request: req, state, joinConfig: JOIN_CONFIG, log: silentLogger };
+    for (let attempt = 0; ; attempt++) {
+      let result;
+      try {
+        result = await step.run(ctx);
+      } catch (err) {
+        if (err instanceof StepFailure && err.transient && attempt < (opts.maxRetries ?? 20)) {
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
+        throw err;
+      }
+      if (result.kind === 'done') break;
+      if (attempt >= (opts.maxRetries ?? 20)) throw new Error(`${step.name} still retrying: ${result.message ?? ''}`);
+      await new Promise((r) => setTimeout(r, Math.min(result.afterMs, 50)));
+    }
+  }
+  return state;
+}

@@ -1,0 +1,207 @@
+// The Proxmox half of every step, end to end against the simulator over HTTPS: what Proxmox ends up with.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/log.js';
+import { emptyMachineState } from '../../src/provision/machineState.js';
+import { StepFailure } from '../../src/provision/step.js';
+import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+
+let h: PveHarness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+function qemuVms(sim: PveHarness['sim']) {
+  return [...sim.state.vms.keys()].map((id) => sim.vm(id)!);
+}
+
+function readIsoFile(iso: Buffer, path: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'seed-'));
+  try {
+    const f = join(dir, 'seed.iso');
+    writeFileSync(f, iso);
+    return execFileSync('isoinfo', ['-J', '-x', path, '-i', f], { encoding: 'utf8' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('provisioning against the simulator', () => {
+  it('creates, seeds and starts a VM, then deprovision removes exactly it', async () => {
+    h = await startPveHarness();
+    const before = new Set(h.sim.state.vms.keys());
+    const req = request('req-happy-1', basicData + 'hostname: request-id\n');
+    const state = await runSteps(h.provisioner, req);
+
+    expect(state.vmid).toBeGreaterThanOrEqual(100);
+    expect(before.has(state.vmid)).toBe(false);
+    const vm = h.sim.vm(state.vmid)!;
+    expect(vm.node).toBe(state.node);
+    expect(vm.running).toBe(true);
+    expect(vm.config.name).toBe('req-happy-1');
+    expect(vm.config.smbios1).toContain(`uuid=${state.uuid}`);
+    expect(vm.config.scsi0).toMatch(/^local-lvm:vm-\d+-disk-0/);
+    expect(vm.config.ide2).toMatch(new RegExp(`^${state.volumeId},media=cdrom(,size=\\w+)?$`));
+    expect(vm.config.ide0).toMatch(new RegExp(`^${state.seedVolume},media=cdrom(,size=\\w+)?$`));
+    expect(vm.config.boot).toBe('order=scsi0;ide2;net0');
+    expect(state.volumeId).toMatch(/^nfs-iso:iso\/[0-9a-f]{64}\.iso$/); // shared ISO storage preferred
+    expect(state.seedVolume).toBe('nfs-iso:iso/omni-seed-req-happy-1.iso');
+
+    const seed = h.sim.isoFile(state.seedVolume, state.node);
+    expect(readIsoFile(seed, '/user-data')).toBe(JOIN_CONFIG);
+    const meta = readIsoFile(seed, '/meta-data');
+    expect(meta).toContain(state.uuid);
+    expect(meta).toContain('hostname: "req-happy-1"');
+
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(state.seedVolume);
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(state.volumeId); // Talos ISO cache stays
+    expect(new Set(h.sim.state.vms.keys())).toEqual(before);
+  });
+
+  it('announces no hostname unless asked to', async () => {
+    h = await startPveHarness();
+    const state = await runSteps(h.provisioner, request('req-nohost', basicData));
+    const meta = readIsoFile(h.sim.isoFile(state.seedVolume, state.node), '/meta-data');
+    expect(meta).not.toMatch(/hostname/);
+  });
+
+  it('spreads the members of one machine set over the nodes, even when created concurrently', async () => {
+    h = await startPveHarness();
+    const reqs = ['cp-1', 'cp-2', 'cp-3'].map((id) => request(id, basicData, 'set-cp'));
+    const states = await Promise.all(reqs.map((r) => runSteps(h!.provisioner, r)));
+    expect(new Set(states.map((s) => s.node)).size).toBe(3);
+    expect(new Set(states.map((s) => s.vmid)).size).toBe(3);
+    for (const s of states) expect(h.sim.vm(s.vmid)!.config.tags).toContain('machine-request.set-cp');
+  });
+
+  it('downloads the Talos ISO once for concurrent requests', async () => {
+    h = await startPveHarness();
+    await Promise.all(['a-1', 'a-2', 'a-3', 'a-4'].map((id) => runSteps(h!.provisioner, request(id, basicData))));
+    expect(h.sim.tasks({ type: 'download' })).toHaveLength(1);
+  });
+
+  it('adopts the VM when the answer to the create call was lost (no duplicate)', async () => {
+    h = await startPveHarness();
+    h.sim.faults.onRequest({ method: 'POST', route: '/nodes/{node}/qemu' }, { kind: 'lostResponse', mode: 'reset' });
+    const req = request('req-lost', basicData);
+    const state = await runSteps(h.provisioner, req);
+    const mine = qemuVms(h.sim).filter((v) => v.config.name === 'req-lost');
+    expect(mine).toHaveLength(1);
+    expect(mine[0]!.vmid).toBe(state.vmid);
+    expect(h.sim.tasks({ type: 'qmcreate' })).toHaveLength(1);
+  });
+
+  it('retries with a fresh VMID when someone else takes the one nextid returned', async () => {
+    h = await startPveHarness();
+    h.sim.grabVmidAfterNextId();
+    const state = await runSteps(h.provisioner, request('req-race', basicData));
+    const vm = h.sim.vm(state.vmid)!;
+    expect(vm.config.name).toBe('req-race');
+  });
+
+  it('surfaces a failed create task with Proxmox exit status, and succeeds on the next run', async () => {
+    h = await startPveHarness();
+    h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'fail', message: 'lvcreate failed: not enough space' });
+    const req = request('req-failcreate', basicData);
+    const state = emptyMachineState();
+    await expect(runSteps(h.provisioner, req, state)).rejects.toThrow(/syncVM: .*lvcreate failed: not enough space/);
+    expect(state.vmid).toBe(0);
+    const again = await runSteps(h.provisioner, req, state, { from: 'syncVM' });
+    expect(h.sim.vm(again.vmid)!.config.name).toBe('req-failcreate');
+  });
+
+  it('retries a failed ISO download', async () => {
+    h = await startPveHarness();
+    h.sim.failDownloads('download failed: 502 Bad Gateway', 2);
+    const state = await runSteps(h.provisioner, request('req-dl', basicData));
+    expect(h.sim.tasks({ type: 'download' })).toHaveLength(3);
+    expect(h.sim.vm(state.vmid)!.running).toBe(true);
+  });
+
+  it('gives up on a download that keeps failing with the Proxmox message', async () => {
+    h = await startPveHarness();
+    h.sim.failDownloads('download failed: 404 Not Found', 5);
+    await expect(runSteps(h.provisioner, request('req-dl404', basicData))).rejects.toThrow(
+      /uploadISO: downloading the Talos ISO to nfs-iso failed 3 times: .*download failed: 404 Not Found/,
+    );
+  });
+
+  it('explains a storage selector that matches nothing, listing the candidates', async () => {
+    h = await startPveHarness();
+    const data = basicData.replace('name == "local-lvm"', 'type == "zfspool"');
+    const err = await runSteps(h.provisioner, request('req-nostorage', data)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StepFailure);
+    expect((err as Error).message).toMatch(/storage_selector: storage selector `type == "zfspool"` matched no storage on node pve\d/);
+    expect((err as Error).message).toMatch(/local-lvm \(type=lvmthin/);
+    expect((err as Error).message).toMatch(/ceph-vm \(type=rbd/);
+    expect(qemuVms(h.sim).some((v) => v.config.name === 'req-nostorage')).toBe(false);
+  });
+
+  it('never places on an offline node, and says why a pinned offline node cannot be used', async () => {
+    h = await startPveHarness();
+    h.sim.setNodeOnline('pve2', false);
+    const states = await Promise.all(['o-1', 'o-2'].map((id) => runSteps(h!.provisioner, request(id, basicData, 'set-o'))));
+    expect(states.map((s) => s.node).sort()).toEqual(['pve1', 'pve3']);
+    await expect(runSteps(h.provisioner, request('o-pinned', basicData + 'node: pve2\n'))).rejects.toThrow(/pinned node pve2 cannot take this VM: offline/);
+  });
+});
+
+describe('deprovision', () => {
+  it('finds a VM that migrated to another node and deletes it there', async () => {
+    h = await startPveHarness();
+    const req = request('req-migrated', basicData);
+    const state = await runSteps(h.provisioner, req);
+    const other = ['pve1', 'pve2', 'pve3'].find((n) => n !== state.node)!;
+    h.sim.externalMigrateVm(state.vmid, other);
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+  });
+
+  it('does not touch a VM that reuses our recorded VMID but is not ours', async () => {
+    h = await startPveHarness();
+    const req = request('req-reused', basicData);
+    const state = await runSteps(h.provisioner, req);
+    h.sim.externalDeleteVm(state.vmid);
+    await h.sim.settle();
+    const stranger = h.sim.externalCreateVm({ vmid: state.vmid, node: state.node, name: 'someone-else' });
+    await h.sim.settle();
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(stranger)!.config.name).toBe('someone-else');
+  });
+
+  it('counts a VM that is already gone as success', async () => {
+    h = await startPveHarness();
+    const req = request('req-gone', basicData);
+    const state = await runSteps(h.provisioner, req);
+    h.sim.externalDeleteVm(state.vmid);
+    await h.sim.settle();
+    await expect(h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger })).resolves.toBeUndefined();
+  });
+
+  it('deletes a VM whose VMID was never recorded (crash right after create), found by name and SMBIOS UUID', async () => {
+    h = await startPveHarness();
+    const req = request('req-unrecorded', basicData);
+    const state = await runSteps(h.provisioner, req);
+    const vmid = state.vmid;
+    await h.provisioner.deprovision({ requestId: req.id, state: { ...state, vmid: 0 }, log: silentLogger });
+    expect(h.sim.vm(vmid)).toBeUndefined();
+  });
+
+  it('stops a guest that ignores the shutdown request, then deletes it with purge', async () => {
+    h = await startPveHarness();
+    const req = request('req-stubborn', basicData);
+    const state = await runSteps(h.provisioner, req);
+    h.sim.shutdownIgnored.add(state.vmid);
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    const del = h.sim.requests.find((r) => r.method === 'DELETE' && r.path.endsWith(`/qemu/${state.vmid}`));
+    expect(del?.params).toMatchObject({ purge: '1', 'destroy-unreferenced-disks': '1' });
+    expect(h.sim.tasks({ type: 'qmstop', vmid: state.vmid })).toHaveLength(1);
+  });
+});
