@@ -78,14 +78,14 @@ describe('CRUD and metadata', () => {
     const r = newResource(machineKind, 'req-1');
     r.spec.vmid = 104;
     r.spec.node = 'pve1';
-    r.spec.smbiosUuid = 'abc';
+    r.spec.isoStorage = 'nfs-iso';
     await omni.state.create(machineKind, r, { owner: OWNER });
     const raw = [...server.store.values()][0]!;
     expect(raw.spec?.yamlSpec).toContain('vmid: 104');
     expect(Buffer.from(raw.spec!.protoSpec).subarray(0, 2)).toEqual(Buffer.from([0x2a, 4])); // field 5 (node), length 4
     const back = await omni.state.get(machineKind, 'req-1');
     expect(back.spec.vmid).toBe(104);
-    expect(back.spec.smbiosUuid).toBe('abc');
+    expect(back.spec.isoStorage).toBe('nfs-iso');
   });
 
   it('update with a stale version is a conflict', async () => {
