@@ -1,0 +1,265 @@
+// VM configuration semantics: the config parameter schema, per-key privileges, drive/net normalisation, boot order.
+import {
+  driveFormatFor,
+  formats,
+  NEW_DISK_RE,
+  parsePropertyString,
+  PropertyStringError,
+  type PropertyStringFormat,
+} from '../../proxmox/propertyString.js';
+import type { Caller } from './auth.js';
+import { paramError, serverError } from './errors.js';
+import { generateMac, normaliseTags } from './seed.js';
+import type { PveSim } from './sim.js';
+import { fileBasedTypes, formatSize, type SimVm } from './state.js';
+import { formatChecks, splitTagList, type FormatCheck, type ParamSchema, type ParamSpec, type SchemaOptions } from './validate.js';
+
+const GiB = 1024 ** 3;
+
+function propertyString(format: PropertyStringFormat): FormatCheck {
+  return (value, key) => {
+    try {
+      parsePropertyString(value, format, key);
+      return undefined;
+    } catch (err) {
+      if (err instanceof PropertyStringError) return err.detail;
+      throw err;
+    }
+  };
+}
+
+const bool: ParamSpec = { type: 'boolean', optional: true };
+const opt = (spec: ParamSpec): ParamSpec => ({ ...spec, optional: true });
+
+export const vmConfigSchema: ParamSchema = {
+  name: opt({ type: 'string', format: formatChecks.dnsName }),
+  cores: opt({ type: 'integer', minimum: 1 }),
+  sockets: opt({ type: 'integer', minimum: 1 }),
+  vcpus: opt({ type: 'integer', minimum: 1 }),
+  memory: opt({ type: 'string', format: propertyString(formats.memory) }),
+  balloon: opt({ type: 'integer', minimum: 0 }),
+  cpu: opt({ type: 'string', format: propertyString(formats.cpu) }),
+  numa: bool,
+  hugepages: opt({ type: 'string', enum: ['any', '2', '1024'] }),
+  machine: opt({ type: 'string', format: propertyString(formats.machine) }),
+  scsihw: opt({ type: 'string', enum: ['lsi', 'lsi53c810', 'virtio-scsi-pci', 'virtio-scsi-single', 'megasas', 'pvscsi'] }),
+  ostype: opt({ type: 'string', enum: ['other', 'wxp', 'w2k', 'w2k3', 'w2k8', 'wvista', 'win7', 'win8', 'win10', 'win11', 'l24', 'l26', 'solaris'] }),
+  bios: opt({ type: 'string', enum: ['seabios', 'ovmf'] }),
+  boot: opt({ type: 'string', format: propertyString(formats.boot) }),
+  tags: opt({ type: 'string', format: formatChecks.tagList }),
+  smbios1: opt({ type: 'string', maxLength: 512, format: propertyString(formats.smbios1) }),
+  description: opt({ type: 'string', maxLength: 8192 }),
+  vmgenid: opt({ type: 'string', pattern: /^(?:1|0|[a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12})$/ }),
+  cdrom: opt({ type: 'string', format: propertyString(formats.drive) }),
+  efidisk0: opt({ type: 'string', format: propertyString(formats.efidisk) }),
+  agent: opt({ type: 'string', format: propertyString(formats.agent) }),
+  onboot: bool,
+  protection: bool,
+  template: bool,
+  kvm: bool,
+  acpi: bool,
+  tablet: bool,
+  args: opt({ type: 'string' }),
+  vga: opt({ type: 'string', pattern: /^(std|cirrus|vmware|qxl\d?|serial\d|virtio|virtio-gl|none)(,.*)?$/ }),
+  startup: opt({ type: 'string' }),
+};
+
+const drivePattern = /^(ide[0-3]|scsi([0-9]|[12][0-9]|30)|sata[0-5]|virtio([0-9]|1[0-5]))$/;
+export const vmConfigPatterns: SchemaOptions['patternProperties'] = [
+  [drivePattern, opt({ type: 'string', format: (v, key) => propertyString(driveFormatFor(key)!)(v, key) })],
+  [/^net([0-9]|[12][0-9]|3[01])$/, opt({ type: 'string', format: propertyString(formats.net) })],
+  [/^hostpci([0-9]|1[0-5])$/, opt({ type: 'string', format: propertyString(formats.hostpci) })],
+  [/^serial[0-3]$/, opt({ type: 'string', pattern: /^(\/dev\/.+|socket)$/ })],
+  [/^unused\d+$/, opt({ type: 'string' })],
+];
+
+export function isDrive(key: string): boolean {
+  return drivePattern.test(key) || key === 'efidisk0';
+}
+
+/** Which VM.Config.* privilege a key needs (qemu-server's key groups). `root` = only root@pam. */
+export function privilegeFor(key: string, value: string | undefined): string {
+  if (drivePattern.test(key)) return value !== undefined && /(^|,)media=cdrom(,|$)/.test(value) ? 'VM.Config.CDROM' : 'VM.Config.Disk';
+  if (key === 'efidisk0' || key === 'boot' || key === 'bootdisk' || /^unused\d+$/.test(key)) return 'VM.Config.Disk';
+  if (/^net\d+$/.test(key)) return 'VM.Config.Network';
+  if (['cores', 'sockets', 'cpu', 'numa', 'vcpus', 'cpulimit', 'cpuunits', 'affinity'].includes(key)) return 'VM.Config.CPU';
+  if (['memory', 'balloon', 'shares'].includes(key)) return 'VM.Config.Memory';
+  if (['scsihw', 'smbios1', 'machine', 'bios', 'vga', 'tablet', 'kvm', 'acpi'].includes(key) || /^(hostpci|serial)\d+$/.test(key)) {
+    return 'VM.Config.HWType';
+  }
+  if (['hugepages', 'args'].includes(key)) return 'root';
+  if (key === 'cdrom') return 'VM.Config.CDROM';
+  return 'VM.Config.Options';
+}
+
+export function isRoot(caller: Caller): boolean {
+  return caller.authid === 'root@pam';
+}
+
+/** A parsed drive request: a new disk to allocate, an existing volume, or no media. */
+export type DrivePlan =
+  | { kind: 'new'; key: string; sid: string; sizeBytes: number; fields: Record<string, string> }
+  | { kind: 'volume'; key: string; volid: string; sid: string; fields: Record<string, string> }
+  | { kind: 'none'; key: string; fields: Record<string, string> };
+
+/** Moves `cdrom` to `ide2` with `media=cdrom`, as PVE's alias does. */
+export function applyCdromAlias(values: Record<string, string>): void {
+  const cd = values['cdrom'];
+  if (cd === undefined) return;
+  delete values['cdrom'];
+  values['ide2'] = /(^|,)media=/.test(cd) ? cd : `${cd},media=cdrom`;
+}
+
+/**
+ * Checks the config keys (privileges, root-only keys, storages, ISO media rules) and returns the drive plans.
+ * Throws 403, 400 and 500 the way qemu-server does before it forks the worker.
+ */
+export function checkConfigKeys(
+  sim: PveSim,
+  caller: Caller,
+  node: string,
+  vmid: number,
+  values: Record<string, string>,
+  defaultStorage: string | undefined,
+): DrivePlan[] {
+  const plans: DrivePlan[] = [];
+  for (const [key, value] of Object.entries(values)) {
+    const priv = privilegeFor(key, value);
+    if (priv === 'root') {
+      if (!isRoot(caller)) throw serverError(`only root can set '${key}' config`);
+    } else {
+      sim.access.check(caller, `/vms/${vmid}`, priv);
+    }
+    if (/^net\d+$/.test(key)) {
+      const net = parsePropertyString(value, formats.net);
+      const bridge = net['bridge'];
+      if (bridge !== undefined) {
+        const tag = net['tag'];
+        const base = `/sdn/zones/localnetwork/${bridge}`;
+        if (!sim.access.has(caller, base, 'SDN.Use') && !(tag !== undefined && sim.access.has(caller, `${base}/${tag}`, 'SDN.Use'))) {
+          sim.access.check(caller, tag !== undefined ? `${base}/${tag}` : base, 'SDN.Use');
+        }
+      }
+    }
+    if (/^hostpci\d+$/.test(key)) {
+      const pci = parsePropertyString(value, formats.hostpci);
+      if (pci['mapping'] !== undefined) sim.access.check(caller, `/mapping/pci/${pci['mapping']}`, 'Mapping.Use');
+      else if (!isRoot(caller)) throw serverError(`only root can set '${key}' config for non-mapped devices`);
+      if (pci['romfile'] !== undefined && !isRoot(caller)) throw serverError(`only root can set '${key}' config for romfile`);
+    }
+    if (isDrive(key)) plans.push(planDrive(sim, caller, node, key, value, defaultStorage));
+  }
+  return plans;
+}
+
+function planDrive(sim: PveSim, caller: Caller, node: string, key: string, value: string, defaultStorage: string | undefined): DrivePlan {
+  const format = key === 'efidisk0' ? formats.efidisk : driveFormatFor(key)!;
+  const fields = parsePropertyString(value, format);
+  const file = fields['file'] ?? '';
+  delete fields['file'];
+  const cdrom = fields['media'] === 'cdrom';
+  if (file === 'none' || file === 'cdrom') {
+    if (!cdrom && key !== 'efidisk0') throw paramError({ [key]: `drive '${file}' needs media=cdrom` });
+    return { kind: 'none', key, fields };
+  }
+  const m = NEW_DISK_RE.exec(file);
+  if (m) {
+    const sid = m[2] ?? defaultStorage;
+    if (sid === undefined) throw paramError({ [key]: `missing storage for new disk '${file}'` });
+    const s = sim.state.storageOn(sid, node);
+    if (!s.content.has('images')) throw paramError({ storage: `storage '${sid}' does not support vm images` });
+    sim.access.check(caller, `/storage/${sid}`, 'Datastore.AllocateSpace');
+    const sizeBytes = key === 'efidisk0' ? (fileBasedTypes.has(s.type) ? 528 * 1024 : 4 * 1024 * 1024) : Number(m[3]) * GiB;
+    return { kind: 'new', key, sid, sizeBytes, fields };
+  }
+  const { sid, name } = sim.state.parseVolid(file);
+  sim.state.storageOn(sid, node);
+  if (name.startsWith('iso/') && !cdrom) throw paramError({ [key]: "explicit 'media=cdrom' is required for iso images" });
+  sim.access.checkAny(caller, `/storage/${sid}`, ['Datastore.AllocateSpace', 'Datastore.Audit']);
+  return { kind: 'volume', key, volid: file, sid, fields };
+}
+
+/** `<file>,<k=v sorted>` — how PVE prints drives. */
+export function printDrive(file: string, fields: Record<string, string>): string {
+  const rest = Object.keys(fields).sort().map((k) => `${k}=${fields[k]}`);
+  return [file, ...rest].join(',');
+}
+
+/** Allocates a planned drive (worker time) and returns the config value. */
+export function realiseDrive(sim: PveSim, node: string, vmid: number, plan: DrivePlan, allocated: string[]): string {
+  if (plan.kind === 'none') return printDrive('none', plan.fields);
+  if (plan.kind === 'volume') {
+    const vol = sim.state.findVolume(plan.volid, node);
+    const fields = { ...plan.fields };
+    if (vol && fields['media'] === 'cdrom') fields['size'] = formatSize(vol.size);
+    return printDrive(plan.volid, fields);
+  }
+  const vol = sim.state.allocateDisk(plan.sid, node, vmid, plan.sizeBytes);
+  vol.ctime = Math.floor(sim.clock.now() / 1000);
+  allocated.push(vol.volid);
+  return printDrive(vol.volid, { ...plan.fields, size: formatSize(plan.sizeBytes) });
+}
+
+/** `virtio=<MAC>,bridge=..,...` with a generated (or kept) MAC. */
+export function printNet(sim: PveSim, value: string, previous?: string): string {
+  const net = parsePropertyString(value, formats.net);
+  const model = net['model'] ?? 'virtio';
+  let mac = net['macaddr'];
+  if (mac === undefined && previous !== undefined) {
+    const old = parsePropertyString(previous, formats.net);
+    if (old['model'] === model) mac = old['macaddr'];
+  }
+  mac ??= generateMac(sim);
+  const rest = Object.keys(net).filter((k) => k !== 'model' && k !== 'macaddr').sort().map((k) => `${k}=${net[k]}`);
+  return [`${model}=${mac.toUpperCase()}`, ...rest].join(',');
+}
+
+export function printTags(value: string): string {
+  return normaliseTags(splitTagList(value));
+}
+
+/** PVE's default boot order: first disk, first cdrom, first NIC (ide, sata, scsi, virtio order). */
+export function defaultBoot(config: ReadonlyMap<string, string>): string {
+  const buses = ['ide', 'sata', 'scsi', 'virtio'];
+  const drives = [...config.keys()]
+    .filter((k) => drivePattern.test(k))
+    .sort((a, b) => busRank(a, buses) - busRank(b, buses));
+  const disk = drives.find((k) => !/(^|,)media=cdrom(,|$)/.test(config.get(k)!));
+  const cd = drives.find((k) => /(^|,)media=cdrom(,|$)/.test(config.get(k)!));
+  const net = [...config.keys()].filter((k) => /^net\d+$/.test(k)).sort((a, b) => Number(a.slice(3)) - Number(b.slice(3)))[0];
+  const order = [disk, cd, net].filter((x): x is string => x !== undefined);
+  return order.length ? `order=${order.join(';')}` : '';
+}
+
+function busRank(key: string, buses: string[]): number {
+  const m = /^([a-z]+)(\d+)$/.exec(key)!;
+  return buses.indexOf(m[1]!) * 100 + Number(m[2]);
+}
+
+/** Throws `invalid bootorder: device 'x' does not exist'` when `boot` names a device the config lacks. */
+export function checkBootOrder(boot: string, keys: ReadonlySet<string>): void {
+  const fields = parsePropertyString(boot, formats.boot);
+  for (const dev of (fields['order'] ?? '').split(/[;,\s]+/).filter(Boolean)) {
+    if (!keys.has(dev)) throw new Error(`invalid bootorder: device '${dev}' does not exist'`);
+  }
+}
+
+/** Config keys PVE returns as JSON numbers. */
+const numericKeys = new Set(['cores', 'sockets', 'vcpus', 'balloon', 'onboot', 'numa', 'protection', 'template', 'kvm', 'acpi', 'tablet', 'cpuunits', 'shares']);
+
+export function typedConfig(vm: SimVm, digest: string): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of vm.config) out[k] = numericKeys.has(k) && /^-?\d+$/.test(v) ? Number(v) : v;
+  out['digest'] = digest;
+  return out;
+}
+
+export function agentEnabled(vm: SimVm): boolean {
+  const a = vm.config.get('agent');
+  if (a === undefined) return false;
+  try {
+    return parsePropertyString(a, formats.agent)['enabled'] === '1';
+  } catch {
+    return false;
+  }
+}
