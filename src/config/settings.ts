@@ -1,0 +1,248 @@
+// The table of daemon settings: for each, its command-line flag, environment variable, YAML key, default and
+// meaning. The loader, `--help`, `config print` and the docs tests all read this one table.
+
+export type SettingKind = 'string' | 'boolean' | 'integer';
+
+export interface SettingSpec {
+  /** `section.key`, the same as the YAML path. */
+  readonly key: SettingKey;
+  readonly kind: SettingKind;
+  /** Long flag name without dashes, if the setting has one. */
+  readonly flag?: string;
+  readonly env: string;
+  /** Env var naming a file whose content is the value (Docker secrets). */
+  readonly fileEnv?: string;
+  /** Default value as text ('' = unset). */
+  readonly default: string;
+  /** Never printed or logged. */
+  readonly secret?: boolean;
+  readonly meaning: string;
+}
+
+export const SETTING_KEYS = [
+  'omni.endpoint',
+  'omni.serviceAccountKey',
+  'omni.insecureSkipVerify',
+  'proxmox.url',
+  'proxmox.tokenID',
+  'proxmox.tokenSecret',
+  'proxmox.username',
+  'proxmox.password',
+  'proxmox.realm',
+  'proxmox.insecureSkipVerify',
+  'proxmox.caFile',
+  'proxmox.fingerprint',
+  'provider.id',
+  'provider.name',
+  'provider.description',
+  'provider.concurrency',
+  'provider.hostname',
+  'provider.healthListen',
+  'provider.logLevel',
+  'provider.heartbeatIntervalSeconds',
+] as const;
+
+export type SettingKey = (typeof SETTING_KEYS)[number];
+
+export const HOSTNAME_MODES = ['none', 'request-id'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const SETTINGS: readonly SettingSpec[] = [
+  {
+    key: 'omni.endpoint',
+    kind: 'string',
+    flag: 'omni-api-endpoint',
+    env: 'OMNI_ENDPOINT',
+    default: '',
+    meaning: 'Omni API URL, e.g. https://example.omni.siderolabs.io (only scheme, host and port are used).',
+  },
+  {
+    key: 'omni.serviceAccountKey',
+    kind: 'string',
+    flag: 'omni-service-account-key',
+    env: 'OMNI_SERVICE_ACCOUNT_KEY',
+    fileEnv: 'OMNI_SERVICE_ACCOUNT_KEY_FILE',
+    default: '',
+    secret: true,
+    meaning: 'Infra provider key printed by `omnictl infraprovider create <id>` (not a user service-account key).',
+  },
+  {
+    key: 'omni.insecureSkipVerify',
+    kind: 'boolean',
+    flag: 'insecure-skip-verify',
+    env: 'OMNI_INSECURE_SKIP_VERIFY',
+    default: 'false',
+    meaning: 'Do not verify the Omni TLS certificate.',
+  },
+  {
+    key: 'proxmox.url',
+    kind: 'string',
+    env: 'PROXMOX_URL',
+    default: '',
+    meaning: 'Proxmox VE API URL, e.g. https://pve1.example.com:8006/api2/json (the /api2/json suffix is optional).',
+  },
+  {
+    key: 'proxmox.tokenID',
+    kind: 'string',
+    env: 'PROXMOX_TOKEN_ID',
+    default: '',
+    meaning: 'API token ID, user@realm!tokenname (recommended over username/password).',
+  },
+  {
+    key: 'proxmox.tokenSecret',
+    kind: 'string',
+    env: 'PROXMOX_TOKEN_SECRET',
+    fileEnv: 'PROXMOX_TOKEN_SECRET_FILE',
+    default: '',
+    secret: true,
+    meaning: 'API token secret (the UUID shown once when the token is created).',
+  },
+  {
+    key: 'proxmox.username',
+    kind: 'string',
+    env: 'PROXMOX_USERNAME',
+    default: '',
+    meaning: 'User for ticket login, `user` (with realm) or `user@realm`.',
+  },
+  {
+    key: 'proxmox.password',
+    kind: 'string',
+    env: 'PROXMOX_PASSWORD',
+    fileEnv: 'PROXMOX_PASSWORD_FILE',
+    default: '',
+    secret: true,
+    meaning: 'Password for ticket login.',
+  },
+  {
+    key: 'proxmox.realm',
+    kind: 'string',
+    env: 'PROXMOX_REALM',
+    default: '',
+    meaning: 'Realm for ticket login (pam, pve, ...) when username has no @realm.',
+  },
+  {
+    key: 'proxmox.insecureSkipVerify',
+    kind: 'boolean',
+    env: 'PROXMOX_INSECURE_SKIP_VERIFY',
+    default: 'false',
+    meaning: 'Do not verify the Proxmox TLS certificate (prefer caFile or fingerprint).',
+  },
+  {
+    key: 'proxmox.caFile',
+    kind: 'string',
+    env: 'PROXMOX_CA_FILE',
+    default: '',
+    meaning: 'PEM file of the CA to trust for Proxmox, e.g. a copy of /etc/pve/pve-root-ca.pem.',
+  },
+  {
+    key: 'proxmox.fingerprint',
+    kind: 'string',
+    env: 'PROXMOX_FINGERPRINT',
+    default: '',
+    meaning: 'SHA-256 fingerprint of the Proxmox certificate to pin (AA:BB:..., colons optional).',
+  },
+  {
+    key: 'provider.id',
+    kind: 'string',
+    flag: 'id',
+    env: 'PROVIDER_ID',
+    default: 'proxmox',
+    meaning: 'Infra provider ID; must equal the name given to `omnictl infraprovider create`.',
+  },
+  {
+    key: 'provider.name',
+    kind: 'string',
+    flag: 'provider-name',
+    env: 'PROVIDER_NAME',
+    default: 'Proxmox',
+    meaning: 'Provider name shown in Omni.',
+  },
+  {
+    key: 'provider.description',
+    kind: 'string',
+    flag: 'provider-description',
+    env: 'PROVIDER_DESCRIPTION',
+    default: 'Proxmox infrastructure provider',
+    meaning: 'Provider description shown in Omni.',
+  },
+  {
+    key: 'provider.concurrency',
+    kind: 'integer',
+    flag: 'concurrency',
+    env: 'PROVIDER_CONCURRENCY',
+    default: '4',
+    meaning: 'Machine requests reconciled in parallel (1-64).',
+  },
+  {
+    key: 'provider.hostname',
+    kind: 'string',
+    flag: 'hostname',
+    env: 'PROVIDER_HOSTNAME',
+    default: 'none',
+    meaning: 'Hostname given to new VMs via NoCloud: `none` (leave it to Talos/Omni) or `request-id` (the Go provider behaviour).',
+  },
+  {
+    key: 'provider.healthListen',
+    kind: 'string',
+    flag: 'health-listen',
+    env: 'PROVIDER_HEALTH_LISTEN',
+    default: ':8080',
+    meaning: 'Address of the /healthz, /readyz and /metrics endpoint, e.g. :8080 or 127.0.0.1:8080; `off` disables it.',
+  },
+  {
+    key: 'provider.logLevel',
+    kind: 'string',
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    default: 'info',
+    meaning: `Log level: ${LOG_LEVELS.join(', ')}.`,
+  },
+  {
+    key: 'provider.heartbeatIntervalSeconds',
+    kind: 'integer',
+    flag: 'heartbeat-interval-seconds',
+    env: 'PROVIDER_HEARTBEAT_INTERVAL_SECONDS',
+    default: '10',
+    meaning: 'Seconds between heartbeats to Omni (1-25; Omni marks a provider disconnected after about 30 s of silence).',
+  },
+];
+
+/** The config file path: flag `--config-file`, env PROVIDER_CONFIG_FILE. Not itself a YAML key. */
+export const CONFIG_FILE_FLAG = 'config-file';
+export const CONFIG_FILE_ENV = 'PROVIDER_CONFIG_FILE';
+
+export function settingSpec(key: SettingKey): SettingSpec {
+  const spec = SETTINGS.find((s) => s.key === key);
+  if (!spec) throw new Error(`unknown setting ${key}`);
+  return spec;
+}
+
+/** How to set a setting, for error messages: "--id / PROVIDER_ID / provider.id". */
+export function describeSetting(key: SettingKey): string {
+  const s = settingSpec(key);
+  const parts = [];
+  if (s.flag) parts.push(`--${s.flag}`);
+  parts.push(s.fileEnv ? `${s.env} (or ${s.fileEnv})` : s.env);
+  parts.push(`"${s.key}" in the config file`);
+  return parts.join(' / ');
+}
+
+/** `--help` text listing every flag and the config file. */
+export function daemonUsage(): string {
+  const lines = [
+    'Usage: omni-infra-provider-proxmox [flags]',
+    '',
+    'With no Omni endpoint and no Proxmox settings the daemon runs the built-in demo.',
+    'Precedence: flag > environment variable > config file > default.',
+    '',
+    `  --${CONFIG_FILE_FLAG} PATH  (env ${CONFIG_FILE_ENV})  YAML config file (the Go provider's format is accepted)`,
+  ];
+  for (const s of SETTINGS) {
+    if (!s.flag) continue;
+    const value = s.kind === 'boolean' ? '' : ' VALUE';
+    const def = s.default && s.kind !== 'boolean' ? ` [default ${s.default}]` : '';
+    lines.push(`  --${s.flag}${value}  (env ${s.env})  ${s.meaning}${def}`);
+  }
+  lines.push('', 'Proxmox connection settings are set by environment variable or config file; see docs/configuration.md.');
+  return `${lines.join('\n')}\n`;
+}

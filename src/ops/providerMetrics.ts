@@ -1,0 +1,143 @@
+// The daemon's metric families (names, help, labels) in one place, plus process metrics collected at scrape
+// time. Labels never carry request IDs or VM IDs: they would grow without bound.
+import type { HealthChecks } from './health.js';
+import { type Counter, type Gauge, type Histogram, MetricsRegistry } from './metrics.js';
+
+export const METRIC_PREFIX = 'proxmox_provider_';
+
+export type StepResult = 'done' | 'retry' | 'failed';
+
+export interface ProviderMetrics {
+  readonly registry: MetricsRegistry;
+  /** Always 1; carries the version labels. */
+  readonly buildInfo: Gauge<'version' | 'node_version'>;
+  /** Machine requests this provider is handling, by phase (provisioning, provisioned, failed, tearing_down). */
+  readonly machineRequests: Gauge<'phase'>;
+  /** Provision step runs by step name (pickNode, createSchematic, uploadISO, syncVM, startVM) and result. */
+  readonly provisionSteps: Counter<'step' | 'result'>;
+  readonly provisionStepDuration: Histogram<'step'>;
+  /** Deprovision runs by result (done, retry, failed). */
+  readonly deprovisions: Counter<'result'>;
+  /** Proxmox API calls by HTTP method and status code (`error` when no answer came back). */
+  readonly pveRequests: Counter<'method' | 'code'>;
+  readonly pveRequestDuration: Histogram<'method'>;
+  /** Proxmox tasks waited for, by task type (qmcreate, qmstart, download, ...) and result (ok, failed). */
+  readonly pveTasks: Counter<'type' | 'result'>;
+  /** Heartbeats written to Omni, by result (ok, failed). */
+  readonly omniHeartbeats: Counter<'result'>;
+  /** Unix time of the last heartbeat Omni accepted. */
+  readonly omniHeartbeatLastSuccess: Gauge;
+  /** Omni watch streams (re)opened, by resource type. */
+  readonly omniWatchRestarts: Counter<'type'>;
+  /** 1 when a readiness check currently passes, else 0. */
+  readonly healthCheckUp: Gauge<'check'>;
+}
+
+export interface ProviderMetricsOptions {
+  version: string;
+  /** Readiness checks mirrored into `proxmox_provider_health_check_up` at each scrape. */
+  health?: HealthChecks;
+  registry?: MetricsRegistry;
+  /** Unix seconds the process started (default: from process.uptime()). */
+  startTimeSeconds?: number;
+}
+
+export function createProviderMetrics(opts: ProviderMetricsOptions): ProviderMetrics {
+  const registry = opts.registry ?? new MetricsRegistry();
+  const p = METRIC_PREFIX;
+
+  const buildInfo = registry.gauge<'version' | 'node_version'>({
+    name: `${p}build_info`,
+    help: 'Build information of the running provider; always 1.',
+    labelNames: ['version', 'node_version'],
+  });
+  buildInfo.set({ version: opts.version, node_version: process.version }, 1);
+
+  const metrics: ProviderMetrics = {
+    registry,
+    buildInfo,
+    machineRequests: registry.gauge({
+      name: `${p}machine_requests`,
+      help: 'Machine requests handled by this provider, by phase.',
+      labelNames: ['phase'],
+    }),
+    provisionSteps: registry.counter({
+      name: `${p}provision_steps_total`,
+      help: 'Provision step runs, by step and result.',
+      labelNames: ['step', 'result'],
+    }),
+    provisionStepDuration: registry.histogram({
+      name: `${p}provision_step_duration_seconds`,
+      help: 'Time one provision step run took, in seconds.',
+      labelNames: ['step'],
+    }),
+    deprovisions: registry.counter({
+      name: `${p}deprovisions_total`,
+      help: 'Deprovision runs, by result.',
+      labelNames: ['result'],
+    }),
+    pveRequests: registry.counter({
+      name: `${p}pve_requests_total`,
+      help: 'Proxmox VE API requests, by HTTP method and status code ("error" when no answer arrived).',
+      labelNames: ['method', 'code'],
+    }),
+    pveRequestDuration: registry.histogram({
+      name: `${p}pve_request_duration_seconds`,
+      help: 'Proxmox VE API request latency, in seconds.',
+      labelNames: ['method'],
+    }),
+    pveTasks: registry.counter({
+      name: `${p}pve_tasks_total`,
+      help: 'Proxmox VE tasks waited for, by task type and result.',
+      labelNames: ['type', 'result'],
+    }),
+    omniHeartbeats: registry.counter({
+      name: `${p}omni_heartbeats_total`,
+      help: 'Heartbeats written to Omni, by result.',
+      labelNames: ['result'],
+    }),
+    omniHeartbeatLastSuccess: registry.gauge({
+      name: `${p}omni_heartbeat_last_success_timestamp_seconds`,
+      help: 'Unix time of the last heartbeat Omni accepted.',
+    }),
+    omniWatchRestarts: registry.counter({
+      name: `${p}omni_watch_restarts_total`,
+      help: 'Omni watch streams opened again after a failure, by resource type.',
+      labelNames: ['type'],
+    }),
+    healthCheckUp: registry.gauge({
+      name: `${p}health_check_up`,
+      help: 'Whether a readiness check currently passes (1) or not (0).',
+      labelNames: ['check'],
+    }),
+  };
+
+  if (opts.health) {
+    const health = opts.health;
+    registry.onCollect(() => {
+      for (const [check, status] of Object.entries(health.report().checks)) {
+        metrics.healthCheckUp.set({ check }, status.ok ? 1 : 0);
+      }
+    });
+  }
+  registerProcessMetrics(registry, opts.startTimeSeconds);
+  return metrics;
+}
+
+/** Standard `process_*` metrics plus the V8 heap, read at scrape time. */
+export function registerProcessMetrics(registry: MetricsRegistry, startTimeSeconds?: number): void {
+  const start = startTimeSeconds ?? Math.round(Date.now() / 1000 - process.uptime());
+  const startTime = registry.gauge({ name: 'process_start_time_seconds', help: 'Start time of the process since unix epoch in seconds.' });
+  const cpu = registry.counter({ name: 'process_cpu_seconds_total', help: 'Total user and system CPU time spent in seconds.' });
+  const rss = registry.gauge({ name: 'process_resident_memory_bytes', help: 'Resident memory size in bytes.' });
+  const heap = registry.gauge({ name: 'nodejs_heap_used_bytes', help: 'V8 heap in use, in bytes.' });
+  startTime.set(undefined, start);
+  registry.onCollect(() => {
+    const usage = process.cpuUsage();
+    const seconds = (usage.user + usage.system) / 1e6;
+    cpu.inc(undefined, Math.max(0, seconds - cpu.get()));
+    const mem = process.memoryUsage();
+    rss.set(undefined, mem.rss);
+    heap.set(undefined, mem.heapUsed);
+  });
+}
