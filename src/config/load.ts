@@ -100,17 +100,23 @@ interface RawValue {
   origin: string;
 }
 
-/**
- * Builds the daemon configuration. Pure apart from `readFile` (config file, `*_FILE` secrets, CA file).
- * Throws ConfigError listing every problem; error texts never contain secret values.
- */
-export function loadConfig(
+interface ResolvedSettings {
+  configFile: string | null;
+  raw: Map<SettingKey, RawValue>;
+  sources: Record<SettingKey, SettingSource>;
+  str: Str;
+  bool: Bool;
+  int: (key: SettingKey, min: number, max: number, why: string) => number;
+}
+
+/** Reads flags, env and the config file, and resolves each setting's raw value by precedence. */
+function resolveSettings(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
-  readFile: ReadTextFile = defaultReadFile,
-): DaemonConfig {
-  const problems: string[] = [];
-  const warnings: string[] = [];
+  readFile: ReadTextFile,
+  problems: string[],
+  warnings: string[],
+): ResolvedSettings {
   const flags = parseDaemonFlags(argv, problems);
 
   const configFile = nonEmpty(flagString(flags.get(CONFIG_FILE_FLAG))) ?? nonEmpty(env[CONFIG_FILE_ENV]) ?? null;
@@ -138,6 +144,37 @@ export function loadConfig(
   const bool = (key: SettingKey): boolean => coerceBoolean(key, raw.get(key), problems);
   const int = (key: SettingKey, min: number, max: number, why: string): number =>
     coerceInteger(key, raw.get(key), min, max, why, problems);
+  return { configFile, raw, sources, str, bool, int };
+}
+
+/**
+ * The Proxmox settings alone, for the read-only tools (`plan`, `storage explain`): the config file's `proxmox:`
+ * section and the PROXMOX_* environment. Throws ConfigError like loadConfig.
+ */
+export function loadProxmoxSettings(
+  configFile: string,
+  env: NodeJS.ProcessEnv,
+  readFile: ReadTextFile = defaultReadFile,
+): ProxmoxSettings {
+  const problems: string[] = [];
+  const { str, bool, raw } = resolveSettings([`--${CONFIG_FILE_FLAG}`, configFile], env, readFile, problems, []);
+  const proxmox = buildProxmoxSettings(str, bool, raw, readFile, problems, []);
+  if (problems.length > 0 || !proxmox) throw new ConfigError(problems);
+  return proxmox;
+}
+
+/**
+ * Builds the daemon configuration. Pure apart from `readFile` (config file, `*_FILE` secrets, CA file).
+ * Throws ConfigError listing every problem; error texts never contain secret values.
+ */
+export function loadConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  readFile: ReadTextFile = defaultReadFile,
+): DaemonConfig {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const { configFile, raw, sources, str, bool, int } = resolveSettings(argv, env, readFile, problems, warnings);
 
   const provider = buildProviderSettings(str, int, raw, problems, warnings);
 

@@ -2,7 +2,7 @@
 // ProxmoxProvisioner wired to them. The ImageService here is a fixed test double (the Omni side is tested elsewhere).
 import { readFileSync } from 'node:fs';
 import { silentLogger } from '../../src/log.js';
-import { PveClient } from '../../src/proxmox/client.js';
+import { PveClient, type PveClientOptions } from '../../src/proxmox/client.js';
 import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
 import { parseProviderData } from '../../src/provision/providerData.js';
 import { ProxmoxProvisioner, type ProxmoxProvisionerOptions, isoCacheKey } from '../../src/provision/proxmoxProvisioner.js';
@@ -35,23 +35,35 @@ export interface PveHarness {
 }
 
 /** timeScale 0.002: a simulated 20 s download takes 40 ms. */
+/** The fixture's least-privilege token (role OmniProvider, as docs/configuration.md tells operators to create). */
+export const providerToken = { tokenId: 'omni@pve!provider', tokenSecret: '0a1b2c3d-0000-4000-8000-0000000000aa' };
+export const rootToken = { tokenId: 'root@pam!omni', tokenSecret: '5ec7e7a0-0000-4000-8000-00000000cafe' };
+
 export async function startPveHarness(
-  opts: { fixture?: Partial<PveFixture>; timeScale?: number; provisioner?: Partial<ProxmoxProvisionerOptions> } = {},
+  opts: {
+    fixture?: Partial<PveFixture>;
+    timeScale?: number;
+    auth?: PveClientOptions['auth'];
+    provisioner?: Partial<ProxmoxProvisionerOptions>;
+  } = {},
 ): Promise<PveHarness> {
   const fixture = testFixture(opts.fixture);
-  const sim = new PveSim({ fixture, clock: new ScaledClock(opts.timeScale ?? 0.002) });
+  const clock = new ScaledClock(opts.timeScale ?? 0.002);
+  const sim = new PveSim({ fixture, clock });
   const server = await startPveSimServer(sim, { https: true });
   const pve = new PveClient({
     url: server.url,
-    auth: { tokenId: 'root@pam!omni', tokenSecret: '5ec7e7a0-0000-4000-8000-00000000cafe' },
+    auth: opts.auth ?? providerToken,
     tls: { fingerprint: server.fingerprint! },
     logger: silentLogger,
+    now: () => clock.now(),
   });
   const provisioner = new ProxmoxProvisioner({
     pve,
     images: testImages,
     log: silentLogger,
-    taskWait: { pollSchedule: () => 5 },
+    // Task waits run on the simulator's clock, so deadlines are in simulated time (a 5 min deadline = 0.6 s).
+    taskWait: { clock: { now: () => clock.now(), sleep: (ms) => clock.sleep(ms) } },
     shutdownTimeoutSec: 5,
     pendingCreateWaitMs: 2_000,
     ...opts.provisioner,

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { emptyMachineState } from '../../src/provision/machineState.js';
 import { StepFailure } from '../../src/provision/step.js';
-import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, testFixture, type PveHarness } from '../helpers/pveHarness.js';
 
 let h: PveHarness | undefined;
 afterEach(async () => {
@@ -203,5 +203,62 @@ describe('deprovision', () => {
     const del = h.sim.requests.find((r) => r.method === 'DELETE' && r.path.endsWith(`/qemu/${state.vmid}`));
     expect(del?.params).toMatchObject({ purge: '1', 'destroy-unreferenced-disks': '1' });
     expect(h.sim.tasks({ type: 'qmstop', vmid: state.vmid })).toHaveLength(1);
+  });
+});
+
+describe('faults', () => {
+  it('works through latency and transient 5xx answers', async () => {
+    h = await startPveHarness();
+    h.sim.faults.onRequest({}, { kind: 'latency', ms: 200, jitterMs: 100 }, { times: Infinity });
+    h.sim.faults.onRequest({ method: 'GET', route: '/cluster/resources' }, { kind: 'httpError', status: 503, reason: 'Service Unavailable' }, { times: 2 });
+    const state = await runSteps(h.provisioner, request('req-flaky', basicData));
+    expect(h.sim.vm(state.vmid)!.running).toBe(true);
+    expect(h.sim.requests.filter((r) => r.status === 503)).toHaveLength(2);
+  });
+
+  it('fails the step with the task message when the storage is full, and leaks nothing', async () => {
+    h = await startPveHarness();
+    h.sim.fillStorage('local-lvm', 'pve1', 1024 ** 3); // 1 GiB left, the disk wants 20
+    const before = h.sim.state.vms.size;
+    const err = await runSteps(h.provisioner, request('req-full', basicData + 'node: pve1\n')).catch((e: unknown) => e as Error);
+    expect(err).toBeInstanceOf(StepFailure);
+    expect((err as Error).message).toMatch(/^syncVM: task qmcreate on node pve1 failed: .+/);
+    expect(h.sim.state.vms.size).toBe(before);
+  });
+
+  it('reports a task that never finishes once its deadline passes (transient), without recording a VMID', async () => {
+    h = await startPveHarness();
+    h.sim.faults.onTask({ type: 'qmstart' }, { kind: 'stuck' });
+    const state = emptyMachineState();
+    const err = await runSteps(h.provisioner, request('req-stuck', basicData), state, { maxRetries: 0 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StepFailure);
+    expect((err as StepFailure).transient).toBe(true);
+    expect((err as Error).message).toMatch(/startVM: task qmstart on node pve\d did not finish within 120 s/);
+  });
+
+  it('keeps working with password auth across ticket expiry', async () => {
+    h = await startPveHarness({ auth: { username: 'omni', realm: 'pve', password: 'omni-sim-password' } });
+    h.sim.setTicketLifetime(10_000); // simulated ms: expires several times during the run
+    const state = await runSteps(h.provisioner, request('req-ticket', basicData));
+    expect(h.sim.vm(state.vmid)!.running).toBe(true);
+    expect(h.sim.requests.filter((r) => r.path.endsWith('/access/ticket')).length).toBeGreaterThan(1);
+  });
+
+  it('surfaces a missing privilege with the path and privilege Proxmox named', async () => {
+    h = await startPveHarness();
+    const role = testFixture().roles!.OmniProvider!;
+    h.sim.access.revokeAll('omni@pve!provider');
+    h.sim.access.grant('/', 'omni@pve!provider', { privs: role.filter((p) => p !== 'VM.PowerMgmt') });
+    const err = await runSteps(h.provisioner, request('req-noperm', basicData)).catch((e: unknown) => e as Error);
+    expect(err.message).toMatch(/^startVM: Permission check failed \(\/vms\/\d+, VM\.PowerMgmt\): grant this privilege/);
+  });
+
+  it('retries when the proxy cannot reach the node (595) and creates exactly one VM', async () => {
+    h = await startPveHarness();
+    h.sim.faults.onRequest({ node: 'pve3', method: 'POST', route: '/nodes/{node}/qemu' }, { kind: 'httpError', status: 595, reason: 'No route to host' });
+    const state = await runSteps(h.provisioner, request('req-node-blip', basicData + 'node: pve3\n'));
+    expect(h.sim.vm(state.vmid)!.node).toBe('pve3');
+    expect(h.sim.requests.filter((r) => r.status === 595)).toHaveLength(1);
+    expect(qemuVms(h.sim).filter((v) => v.config.name === 'req-node-blip')).toHaveLength(1);
   });
 });

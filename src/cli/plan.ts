@@ -1,0 +1,121 @@
+// `plan`: what the provider would create for some provider data, using read-only Proxmox calls only.
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { compileSelector, selectStorage, SelectorError } from '../cel/index.js';
+import { silentLogger } from '../log.js';
+import { nodeSnapshots, storageFacts } from '../provision/cluster.js';
+import { PlacementError, ProviderDataError, VmPlanError } from '../provision/errors.js';
+import { rankIsoStorages } from '../provision/isoStore.js';
+import { pickNode } from '../provision/pickNode.js';
+import { planVm } from '../provision/planVm.js';
+import { parseProviderData } from '../provision/providerData.js';
+import { isoCacheKey } from '../provision/proxmoxProvisioner.js';
+import { openProxmoxTarget } from './proxmoxTarget.js';
+import { parseFlags, UsageError } from './usage.js';
+
+const usage =
+  'usage: omni-infra-provider-proxmox plan --provider-data FILE [--request-id ID] [--machine-request-set S] ' +
+  '[--schematic ID --talos-version V] (--config-file F | --sim-fixture F) --json';
+
+/** An unsatisfiable plan: exit 2, like bad input. */
+class PlanError extends UsageError {}
+
+export default async function plan(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags(argv, {
+    strings: ['provider-data', 'request-id', 'machine-request-set', 'config-file', 'sim-fixture', 'schematic', 'talos-version'],
+    booleans: ['json', 'help'],
+  });
+  if (flags.has('help')) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  if (positional.length > 0) throw new UsageError(`unexpected argument "${positional[0]}"; ${usage}`);
+  const dataFile = flags.get('provider-data');
+  if (typeof dataFile !== 'string') throw new UsageError(`--provider-data is required; ${usage}`);
+  let text: string;
+  try {
+    text = readFileSync(dataFile, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--provider-data: cannot read ${dataFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let data;
+  try {
+    data = parseProviderData(text);
+  } catch (err) {
+    if (err instanceof ProviderDataError) throw new UsageError(err.message);
+    throw err;
+  }
+  const requestId = (flags.get('request-id') as string | undefined) ?? 'plan-request';
+  const setId = flags.get('machine-request-set') as string | undefined;
+  const schematic = flags.get('schematic') as string | undefined;
+  const talosVersion = (flags.get('talos-version') as string | undefined) ?? 'v1.11.5';
+
+  const target = await openProxmoxTarget(flags);
+  try {
+    const snapshots = await nodeSnapshots(target.pve, { setId, needPciMappings: data.pci_devices.length > 0 });
+    let node: string;
+    try {
+      node = pickNode({
+        nodes: snapshots,
+        request: {
+          requestId,
+          memoryBytes: data.memory * 1024 * 1024,
+          node: data.node,
+          allowedNodes: data.allowed_nodes,
+          strategy: data.placement_strategy,
+          pciMappings: data.pci_devices.map((d) => d.mapping),
+          setId,
+        },
+      }).node;
+    } catch (err) {
+      if (err instanceof PlacementError) throw new PlanError(`node: ${err.message}`);
+      throw err;
+    }
+    const facts = await storageFacts(target.pve, node);
+    const select = (field: string, expr: string): string => {
+      try {
+        return selectStorage(compileSelector(expr), facts, node).storage;
+      } catch (err) {
+        if (err instanceof SelectorError) throw new PlanError(`${field}: ${err.message}`);
+        throw err;
+      }
+    };
+    const primary = select('storage_selector', data.storage_selector);
+    const additional = data.additional_disks.map((d, i) =>
+      select(`additional_disks[${i}].storage_selector`, d.storage_selector || data.storage_selector),
+    );
+    const isoStorage = rankIsoStorages(await target.pve.storageList(node, { content: 'iso', enabled: true }))[0]?.storage;
+    if (!isoStorage) throw new PlanError(`node: ${node} has no enabled, active storage that allows ISO images`);
+    const isoName = schematic
+      ? `${isoCacheKey(`https://factory.talos.dev/image/${schematic}/${talosVersion}/nocloud-amd64.iso`)}.iso`
+      : 'talos-nocloud-amd64.iso';
+    const vmid = await target.pve.nextId();
+    let params;
+    try {
+      params = planVm(data, {
+        requestId,
+        vmid,
+        machineRequestSetId: setId,
+        smbiosUuid: randomUUID(),
+        isoVolid: `${isoStorage}:iso/${isoName}`,
+        diskStorages: { primary, additional },
+      });
+    } catch (err) {
+      if (err instanceof VmPlanError) throw new PlanError(err.message);
+      throw err;
+    }
+    const storages = { primary, additional };
+    const result = { node, storages, isoStorage, params };
+    if (flags.has('json')) {
+      process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    } else {
+      process.stdout.write(`node: ${node}\ndisk storage: ${primary}${additional.length ? ` (+ ${additional.join(', ')})` : ''}\n`);
+      process.stdout.write(`ISO storage: ${isoStorage}\ncreate parameters:\n`);
+      for (const [k, v] of Object.entries(params)) process.stdout.write(`  ${k}: ${v}\n`);
+    }
+    silentLogger.debug({}, 'plan done');
+    return 0;
+  } finally {
+    await target.close();
+  }
+}

@@ -1,0 +1,104 @@
+// `plan` and `storage explain` as an operator runs them: JSON on stdout, exit 0; bad input or an unsatisfiable plan
+// exit 2 with one line on stderr naming the field.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = new URL('../..', import.meta.url).pathname;
+const fixture = join(root, 'test/fixtures/pve-3node.json');
+const dir = mkdtempSync(join(tmpdir(), 'plan-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', join(root, 'src/main.ts'), ...args], { cwd: root }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function dataFile(name: string, text: string): string {
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+const base = 'cores: 2\nmemory: 4096\ndisk_size: 20\n';
+
+describe('plan', () => {
+  it('prints the node, storages and exact create parameters', async () => {
+    const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\n`);
+    const r = await run(['plan', '--provider-data', f, '--request-id', 'req-a', '--machine-request-set', 'set-a', '--sim-fixture', fixture, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { node: string; storages: { primary: string; additional: string[] }; isoStorage: string; params: Record<string, unknown> };
+    expect(['pve1', 'pve2', 'pve3']).toContain(out.node);
+    expect(out.storages).toEqual({ primary: 'ceph-vm', additional: ['local-lvm'] });
+    expect(out.isoStorage).toBe('nfs-iso');
+    expect(out.params).toMatchObject({
+      name: 'req-a',
+      scsi0: 'ceph-vm:20',
+      scsi1: 'local-lvm:50',
+      net0: 'virtio,bridge=vmbr0,firewall=1,tag=20',
+      tags: 'machine-request.set-a',
+      cores: 2,
+      memory: 4096,
+    });
+  });
+
+  it('exits 2 naming the field when the selector matches nothing', async () => {
+    const f = dataFile('nomatch.yaml', `${base}storage_selector: type == "zfspool"\n`);
+    const r = await run(['plan', '--provider-data', f, '--sim-fixture', fixture, '--json']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^error: storage_selector: storage selector `type == "zfspool"` matched no storage on node pve\d; candidates: /);
+  });
+
+  it('exits 2 for a smuggled property and for an unknown key', async () => {
+    const smuggle = await run(['plan', '--provider-data', dataFile('s.yaml', `${base}storage_selector: 'true'\nnetwork_bridge: "vmbr0,firewall=0"\n`), '--sim-fixture', fixture, '--json']);
+    expect(smuggle.code).toBe(2);
+    expect(smuggle.stderr).toMatch(/^error: provider data: network_bridge: /);
+    const typo = await run(['plan', '--provider-data', dataFile('t.yaml', `${base}storage_selector: 'true'\ncorse: 4\n`), '--sim-fixture', fixture, '--json']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/unknown key "corse"/);
+  });
+
+  it('exits 2 when the pinned node is unknown, and when no node has room', async () => {
+    const unknown = await run(['plan', '--provider-data', dataFile('n.yaml', `${base}storage_selector: 'true'\nnode: pve9\n`), '--sim-fixture', fixture, '--json']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^error: node: pinned node "pve9" is not in the cluster/);
+    const huge = await run(['plan', '--provider-data', dataFile('h.yaml', 'cores: 2\nmemory: 4194304\ndisk_size: 20\nstorage_selector: "true"\n'), '--sim-fixture', fixture, '--json']);
+    expect(huge.code).toBe(2);
+    expect(huge.stderr).toMatch(/^error: node: .*pve1: needs 4096 GiB/);
+  });
+
+  it('exits 2 for usage errors', async () => {
+    const r = await run(['plan', '--sim-fixture', fixture]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--provider-data is required/);
+    const both = await run(['plan', '--provider-data', dataFile('b.yaml', base), '--sim-fixture', fixture, '--config-file', fixture]);
+    expect(both.code).toBe(2);
+  });
+});
+
+describe('storage explain', () => {
+  it('lists every storage with its variables and the verdict', async () => {
+    const r = await run(['storage', 'explain', '--selector', 'type == "rbd"', '--sim-fixture', fixture, '--json']);
+    expect(r.code).toBe(0);
+    const rows = JSON.parse(r.stdout) as Array<{ node: string; storage: string; matched: boolean; vars: Record<string, unknown> }>;
+    expect(new Set(rows.map((x) => x.node))).toEqual(new Set(['pve1', 'pve2', 'pve3']));
+    const ceph = rows.filter((x) => x.storage === 'ceph-vm');
+    expect(ceph.every((x) => x.matched)).toBe(true);
+    expect(ceph[0]!.vars).toMatchObject({ name: 'ceph-vm', type: 'rbd', storageType: 'rbd' });
+    expect(rows.filter((x) => x.storage !== 'ceph-vm').every((x) => !x.matched)).toBe(true);
+  });
+
+  it('exits 2 with the position of a syntax error', async () => {
+    const r = await run(['storage', 'explain', '--selector', 'name == ', '--sim-fixture', fixture, '--json']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: --selector: .*(line 1|column)/);
+  });
+});
