@@ -220,7 +220,10 @@ describe('faults', () => {
     h = await startPveHarness();
     h.sim.fillStorage('local-lvm', 'pve1', 1024 ** 3); // 1 GiB left, the disk wants 20
     const before = h.sim.state.vms.size;
-    const err = await runSteps(h.provisioner, request('req-full', basicData + 'node: pve1\n')).catch((e: unknown) => e as Error);
+    const err = await runSteps(h.provisioner, request('req-full', basicData + 'node: pve1\n')).then(
+      () => new Error('provisioning unexpectedly succeeded'),
+      (e: unknown) => e as Error,
+    );
     expect(err).toBeInstanceOf(StepFailure);
     expect((err as Error).message).toMatch(/^syncVM: task qmcreate on node pve1 failed: .+/);
     expect(h.sim.state.vms.size).toBe(before);
@@ -249,7 +252,10 @@ describe('faults', () => {
     const role = testFixture().roles!.OmniProvider!;
     h.sim.access.revokeAll('omni@pve!provider');
     h.sim.access.grant('/', 'omni@pve!provider', { privs: role.filter((p) => p !== 'VM.PowerMgmt') });
-    const err = await runSteps(h.provisioner, request('req-noperm', basicData)).catch((e: unknown) => e as Error);
+    const err = await runSteps(h.provisioner, request('req-noperm', basicData)).then(
+      () => new Error('provisioning unexpectedly succeeded'),
+      (e: unknown) => e as Error,
+    );
     expect(err.message).toMatch(/^startVM: Permission check failed \(\/vms\/\d+, VM\.PowerMgmt\): grant this privilege/);
   });
 
