@@ -11,6 +11,7 @@ const commands: Record<string, () => Promise<Command>> = {
   'sim proxmox': async () => (await import('./sim-proxmox.js')).default,
   plan: async () => (await import('./plan.js')).default,
   'storage explain': async () => (await import('./storage-explain.js')).default,
+  'config print': async () => (await import('../config/printCommand.js')).default,
 };
 
 export async function runCli(argv: string[]): Promise<number> {
@@ -31,8 +32,11 @@ export async function runCli(argv: string[]): Promise<number> {
     process.stderr.write(`error: unknown command "${argv[0]}"; commands: ${Object.keys(commands).join(', ')}\n`);
     return 2;
   }
-  process.stderr.write('error: the daemon is not wired yet; see README for available commands\n');
-  return 2;
+  try {
+    return await (await import('./run.js')).default(argv);
+  } catch (err) {
+    return reportError(err);
+  }
 }
 
 /** Usage and input errors exit 2 with one line on stderr; anything else exits 1. */

@@ -9,7 +9,7 @@ import { rankIsoStorages } from '../provision/isoStore.js';
 import { pickNode } from '../provision/pickNode.js';
 import { planVm } from '../provision/planVm.js';
 import { parseProviderData } from '../provision/providerData.js';
-import { isoCacheKey } from '../provision/proxmoxProvisioner.js';
+import { isoCacheKey } from '../omni/images.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
 
@@ -87,7 +87,7 @@ export default async function plan(argv: string[]): Promise<number> {
     const isoStorage = rankIsoStorages(await target.pve.storageList(node, { content: 'iso', enabled: true }))[0]?.storage;
     if (!isoStorage) throw new PlanError(`node: ${node} has no enabled, active storage that allows ISO images`);
     const isoName = schematic
-      ? `${isoCacheKey(`https://factory.talos.dev/image/${schematic}/${talosVersion}/nocloud-amd64.iso`)}.iso`
+      ? `${isoCacheKey('factory.talos.dev', schematic, talosVersion, 'amd64')}.iso`
       : 'talos-nocloud-amd64.iso';
     const vmid = await target.pve.nextId();
     let params;

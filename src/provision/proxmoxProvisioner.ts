@@ -1,7 +1,7 @@
 // The Proxmox half of provisioning: the five Go-compatible steps (pickNode, createSchematic, uploadISO, syncVM,
 // startVM), deprovision and the health check. Every step is idempotent: it first looks for what an earlier run
 // (of this process or another) already did and adopts it.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { compileSelector, selectStorage, SelectorError, type StorageFacts } from '../cel/index.js';
 import type { Logger } from '../log.js';
 import type { PveClient } from '../proxmox/client.js';
@@ -481,9 +481,4 @@ function isAttached(value: string | number | undefined, volid: string): boolean 
   } catch {
     return false;
   }
-}
-
-/** sha256 hex of a URL: the Go provider's ISO cache file name (without `.iso`). */
-export function isoCacheKey(url: string): string {
-  return createHash('sha256').update(url).digest('hex');
 }

@@ -5,7 +5,8 @@ import { silentLogger } from '../../src/log.js';
 import { PveClient, type PveClientOptions } from '../../src/proxmox/client.js';
 import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
 import { parseProviderData } from '../../src/provision/providerData.js';
-import { ProxmoxProvisioner, type ProxmoxProvisionerOptions, isoCacheKey } from '../../src/provision/proxmoxProvisioner.js';
+import { isoCacheKey } from '../../src/omni/images.js';
+import { ProxmoxProvisioner, type ProxmoxProvisionerOptions } from '../../src/provision/proxmoxProvisioner.js';
 import { StepFailure, type ImageService, type ProvisionRequest, type StepContext } from '../../src/provision/step.js';
 import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
 
@@ -22,7 +23,7 @@ export const testImages: ImageService = {
   },
   async bootImage(schematic, version, arch) {
     const url = `https://factory.talos.dev/image/${schematic}/${version}/nocloud-${arch}.iso`;
-    return { url, cacheKey: isoCacheKey(url) };
+    return { url, cacheKey: isoCacheKey('factory.talos.dev', schematic, version, arch) };
   },
 };
 

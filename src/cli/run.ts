@@ -1,0 +1,52 @@
+// The default command: run the provider. With no Omni and no Proxmox configured it runs the embedded demo.
+import { ConfigError, daemonUsage, loadConfig } from '../config/index.js';
+import { startDaemon, untilSignal } from '../daemon.js';
+import { runDemo } from '../demo/demo.js';
+import { createLogger } from '../log.js';
+import { UsageError } from './usage.js';
+
+const DEMO_FLAGS = ['--exit-when-done', '--json'];
+
+export default async function run(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${daemonUsage()}\n\nDemo-only flags: --exit-when-done (run the scenario once and exit), --json (print the result as JSON)\n`);
+    return 0;
+  }
+  const demoFlags = new Set(argv.filter((a) => DEMO_FLAGS.includes(a)));
+  let cfg;
+  try {
+    cfg = loadConfig(argv.filter((a) => !DEMO_FLAGS.includes(a)), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: the configuration cannot be used:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const interrupted = untilSignal();
+  if (cfg.mode === 'demo') {
+    // The demo prints its own progress; the daemon's JSON logs go to stderr, quieter unless LOG_LEVEL says otherwise.
+    const log = createLogger({ level: process.env.LOG_LEVEL ?? 'warn', destination: process.stderr });
+    for (const w of cfg.warnings) log.warn(w);
+    return runDemo({ exitWhenDone: demoFlags.has('--exit-when-done'), json: demoFlags.has('--json'), log, interrupted });
+  }
+  if (demoFlags.size > 0) throw new UsageError(`${[...demoFlags].join(', ')} only apply to the demo (no Omni/Proxmox configured)`);
+  const log = createLogger({ level: cfg.provider.logLevel });
+  for (const w of cfg.warnings) log.warn(w);
+  log.info({ providerId: cfg.provider.id, omni: cfg.omni.endpoint, proxmox: cfg.proxmox.url }, 'starting');
+  const abort = new AbortController();
+  void interrupted.then(() => abort.abort());
+  let daemon;
+  try {
+    daemon = await startDaemon(cfg, log, { signal: abort.signal });
+  } catch (err) {
+    log.error({ err: err instanceof Error ? err.message : String(err) }, 'the provider could not start');
+    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 2;
+  }
+  const sig = await interrupted;
+  log.info({ signal: sig }, 'stopping: no new work; waiting for in-flight steps');
+  await daemon.stop();
+  log.info('stopped');
+  return 0;
+}

@@ -1,0 +1,34 @@
+// `npm start -- --exit-when-done --json` with no configuration: the embedded demo runs the real daemon against the
+// in-process Omni and the simulated cluster, and reports what happened.
+import { execFile } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+
+const root = new URL('../..', import.meta.url).pathname;
+
+describe('embedded demo', () => {
+  it('provisions 3 control planes and 2 workers, joins them, removes one worker, exits 0', async () => {
+    const env = { ...process.env };
+    for (const k of Object.keys(env)) if (/^(OMNI_|PROXMOX_|PROVIDER_)/.test(k)) delete env[k];
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', 'src/main.ts', '--exit-when-done', '--json'],
+        { cwd: root, env, timeout: 120_000 },
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+    expect(r.stderr).toMatch(/demo: everything ended as expected/);
+    expect(r.code).toBe(0);
+    const machines = JSON.parse(r.stdout) as Array<{ request: string; set: string; node: string; vmid: number; stage: string }>;
+    expect(machines).toHaveLength(5);
+    const cps = machines.filter((m) => m.set === 'demo-control-planes');
+    expect(cps.every((m) => m.stage === 'PROVISIONED')).toBe(true);
+    expect(new Set(cps.map((m) => m.node)).size).toBe(3);
+    expect(machines.filter((m) => m.stage === 'REMOVED').map((m) => m.request)).toEqual(['demo-workers-2']);
+    expect(new Set(machines.map((m) => m.vmid)).size).toBe(5);
+    // The machines really joined: each printed a join line with its UUID.
+    expect(r.stderr.match(/booted on pve\d \(VM \d+\) and joined Omni/g)).toHaveLength(5);
+    // Secrets never reach the output.
+    expect(r.stderr + r.stdout).not.toMatch(/jointoken=|5ec7e7a0-0000/);
+  }, 130_000);
+});
