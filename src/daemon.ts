@@ -7,7 +7,15 @@ import { decodeServiceAccountKey } from './cosi/signing.js';
 import type { Logger } from './log.js';
 import { OmniImageService } from './omni/images.js';
 import { startProvider, type RunningProvider } from './omni/provider.js';
-import { createProviderHealthChecks, createProviderMetrics, startOpsServer } from './ops/index.js';
+import {
+  createProviderHealthChecks,
+  createProviderMetrics,
+  recordProviderEvents,
+  recordPveCalls,
+  startOpsServer,
+  trackRequestPhases,
+  type ProviderMetrics,
+} from './ops/index.js';
 import { PveClient } from './proxmox/client.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
 
@@ -25,6 +33,8 @@ export interface RunningDaemon {
   provisioner: ProxmoxProvisioner;
   pve: PveClient;
   omni: OmniClient;
+  /** The metrics served on /metrics. */
+  metrics: ProviderMetrics;
   /** URL of the ops endpoint, when it is on. */
   opsUrl?: string;
   stop(): Promise<void>;
@@ -43,16 +53,15 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     insecureSkipVerify: cfg.omni.insecureSkipVerify,
     logger: log.child({ component: 'omni' }),
   });
-  const pve = new PveClient({ ...cfg.proxmox, logger: log.child({ component: 'proxmox' }) });
-  const images = new OmniImageService({ state: omni.state, management: omni.management, logger: log.child({ component: 'images' }) });
-  const provisioner = new ProxmoxProvisioner({ pve, images, log: log.child({ component: 'steps' }), hostname: cfg.provider.hostname });
-
   const version = packageVersion();
   const checks = createProviderHealthChecks({
     heartbeatIntervalSeconds: cfg.provider.heartbeatIntervalSeconds,
     proxmoxCheckIntervalSeconds: cfg.provider.heartbeatIntervalSeconds,
   });
-  const metrics = createProviderMetrics({ version });
+  const metrics = createProviderMetrics({ version, health: checks });
+  const pve = new PveClient({ ...cfg.proxmox, logger: log.child({ component: 'proxmox' }), onResponse: recordPveCalls(metrics) });
+  const images = new OmniImageService({ state: omni.state, management: omni.management, logger: log.child({ component: 'images' }) });
+  const provisioner = new ProxmoxProvisioner({ pve, images, log: log.child({ component: 'steps' }), hostname: cfg.provider.hostname });
 
   let provider: RunningProvider;
   try {
@@ -66,6 +75,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
       heartbeatIntervalMs: cfg.provider.heartbeatIntervalSeconds * 1000,
       version,
       logger: log,
+      observer: recordProviderEvents(metrics),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
   } catch (err) {
@@ -73,6 +83,9 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     await pve.close();
     throw err;
   }
+
+  const controller = provider.controller;
+  trackRequestPhases(metrics, () => controller.requestPhases());
 
   // Health follows the provider's own view: heartbeat reached Omni, Proxmox health check passed.
   const healthTimer = setInterval(() => {
@@ -100,6 +113,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     provisioner,
     pve,
     omni,
+    metrics,
     ...(ops ? { opsUrl: ops.url } : {}),
     async stop() {
       clearInterval(healthTimer);

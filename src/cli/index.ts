@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   plan: async () => (await import('./plan.js')).default,
   'storage explain': async () => (await import('./storage-explain.js')).default,
   'config print': async () => (await import('../config/printCommand.js')).default,
+  doctor: async () => (await import('./doctor.js')).default,
 };
 
 export async function runCli(argv: string[]): Promise<number> {

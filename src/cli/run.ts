@@ -1,5 +1,7 @@
 // The default command: run the provider. With no Omni and no Proxmox configured it runs the embedded demo.
+import * as grpc from '@grpc/grpc-js';
 import { ConfigError, daemonUsage, loadConfig } from '../config/index.js';
+import { CosiError } from '../cosi/state.js';
 import { startDaemon, untilSignal } from '../daemon.js';
 import { runDemo } from '../demo/demo.js';
 import { createLogger } from '../log.js';
@@ -40,8 +42,9 @@ export default async function run(argv: string[]): Promise<number> {
   try {
     daemon = await startDaemon(cfg, log, { signal: abort.signal });
   } catch (err) {
-    log.error({ err: err instanceof Error ? err.message : String(err) }, 'the provider could not start');
-    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    const message = explainStartupError(err, cfg.provider.id);
+    log.error({ err: message }, 'the provider could not start');
+    process.stderr.write(`error: ${message}\n`);
     return 2;
   }
   const sig = await interrupted;
@@ -49,4 +52,24 @@ export default async function run(argv: string[]): Promise<number> {
   await daemon.stop();
   log.info('stopped');
   return 0;
+}
+
+/**
+ * The start-up failure as an operator should read it: Omni answers every signature problem with the same bare
+ * "invalid signature", so say what can cause it.
+ */
+export function explainStartupError(err: unknown, providerId: string): string {
+  const message = err instanceof Error ? err.message : String(err);
+  if (!(err instanceof CosiError)) return message;
+  if (err.code === grpc.status.UNAUTHENTICATED) {
+    return (
+      `${message} — Omni rejected the provider's signed requests: the service account key is unknown to this Omni ` +
+      `(revoked, expired, or issued by another Omni instance), or this machine's clock differs from Omni's by more ` +
+      `than 5 minutes (check NTP). A new key: omnictl infraprovider create ${providerId}`
+    );
+  }
+  if (err.code === grpc.status.PERMISSION_DENIED && /not registered/.test(err.details)) {
+    return `${message} — register it in Omni with: omnictl infraprovider create ${providerId} (and use that key)`;
+  }
+  return message;
 }

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { OmniClient } from '../cosi/omni-client.js';
 import { toCosiError } from '../cosi/state.js';
 import { silentLogger, type Logger } from '../log.js';
-import { ProvisionController } from '../provision/controller.js';
+import { ProvisionController, type ControllerObserver } from '../provision/controller.js';
 import { providerDataSchemaJson } from '../provision/providerData.js';
 import type { Provisioner } from '../provision/step.js';
 import { detectJoinMode, type JoinMode } from './join.js';
@@ -34,6 +34,13 @@ export interface StartProviderOptions {
   logger?: Logger;
   /** Aborts the start-up retries (e.g. on SIGTERM while Omni is unreachable). */
   signal?: AbortSignal;
+  /** Hooks for metrics: the controller's, plus each heartbeat write. */
+  observer?: ProviderObserver;
+}
+
+export interface ProviderObserver extends ControllerObserver {
+  /** A heartbeat write to Omni succeeded (true) or failed (false). */
+  heartbeat?(ok: boolean): void;
 }
 
 export interface ProviderHealth {
@@ -107,6 +114,7 @@ export async function startProvider(opts: StartProviderOptions): Promise<Running
     providerId: opts.providerId,
     healthCheck: () => opts.provisioner.healthCheck(),
     ...(opts.heartbeatIntervalMs !== undefined ? { intervalMs: opts.heartbeatIntervalMs } : {}),
+    ...(opts.observer?.heartbeat ? { onBeat: (ok: boolean) => opts.observer?.heartbeat?.(ok) } : {}),
     logger: log,
   });
   const controller = new ProvisionController({
@@ -118,6 +126,7 @@ export async function startProvider(opts: StartProviderOptions): Promise<Running
     ...(opts.encodeRequestIdsIntoTokens !== undefined ? { encodeRequestIdsIntoTokens: opts.encodeRequestIdsIntoTokens } : {}),
     ...(opts.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: opts.shutdownTimeoutMs } : {}),
     ...(opts.failedRetryMs !== undefined ? { failedRetryMs: opts.failedRetryMs } : {}),
+    ...(opts.observer ? { observer: opts.observer } : {}),
     logger: log,
   });
   heartbeat.start();

@@ -74,6 +74,8 @@ export interface HeartbeatOptions {
   retryInitialMs?: number;
   logger?: Logger;
   now?: () => Date;
+  /** Called after each heartbeat write attempt (metrics). Exceptions it throws are ignored. */
+  onBeat?: (ok: boolean) => void;
 }
 
 export interface HeartbeatStatus {
@@ -156,6 +158,7 @@ export class Heartbeat {
       this.current.lastError = checkError;
       this.current.beats++;
       this.failures = 0;
+      this.reportBeat(true);
       this.schedule(this.intervalMs);
     } catch (err) {
       this.failures++;
@@ -164,7 +167,16 @@ export class Heartbeat {
       this.current.lastError = `writing the heartbeat to Omni failed: ${message}`;
       const delay = Math.min(this.intervalMs, this.retryInitialMs * 2 ** (this.failures - 1));
       this.log.warn({ err: message, retryInMs: delay }, 'heartbeat write failed');
+      this.reportBeat(false);
       this.schedule(delay);
+    }
+  }
+
+  private reportBeat(ok: boolean): void {
+    try {
+      this.opts.onBeat?.(ok);
+    } catch {
+      // metrics must not break the heartbeat
     }
   }
 

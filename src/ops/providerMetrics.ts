@@ -1,5 +1,7 @@
 // The daemon's metric families (names, help, labels) in one place, plus process metrics collected at scrape
 // time. Labels never carry request IDs or VM IDs: they would grow without bound.
+import type { ProviderObserver } from '../omni/provider.js';
+import type { PveCallOutcome } from '../proxmox/client.js';
 import type { HealthChecks } from './health.js';
 import { type Counter, type Gauge, type Histogram, MetricsRegistry } from './metrics.js';
 
@@ -139,5 +141,40 @@ export function registerProcessMetrics(registry: MetricsRegistry, startTimeSecon
     const mem = process.memoryUsage();
     rss.set(undefined, mem.rss);
     heap.set(undefined, mem.heapUsed);
+  });
+}
+
+/** A PveClient `onResponse` hook counting calls by method and status and timing them. */
+export function recordPveCalls(m: ProviderMetrics): (outcome: PveCallOutcome) => void {
+  return (o) => {
+    m.pveRequests.inc({ method: o.method, code: String(o.status) });
+    m.pveRequestDuration.observe({ method: o.method }, o.seconds);
+  };
+}
+
+/** Provider hooks feeding step runs, deprovisions, watch restarts and heartbeats into the metrics. */
+export function recordProviderEvents(m: ProviderMetrics, now: () => number = Date.now): ProviderObserver {
+  return {
+    stepRun(step, result, seconds) {
+      m.provisionSteps.inc({ step, result });
+      m.provisionStepDuration.observe({ step }, seconds);
+    },
+    deprovision(result) {
+      m.deprovisions.inc({ result });
+    },
+    watchRestarted(watch) {
+      m.omniWatchRestarts.inc({ type: watch });
+    },
+    heartbeat(ok) {
+      m.omniHeartbeats.inc({ result: ok ? 'ok' : 'failed' });
+      if (ok) m.omniHeartbeatLastSuccess.set(undefined, Math.round(now() / 1000));
+    },
+  };
+}
+
+/** Sets `machine_requests{phase}` from `counts` at every scrape (every phase it returns, zeros included). */
+export function trackRequestPhases(m: ProviderMetrics, counts: () => Readonly<Record<string, number>>): void {
+  m.registry.onCollect(() => {
+    for (const [phase, n] of Object.entries(counts())) m.machineRequests.set({ phase }, n);
   });
 }

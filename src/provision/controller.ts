@@ -59,6 +59,20 @@ export function machineSpecFromState(state: MachineState): MachineSpec {
   return create(MachineSpecSchema, { ...state });
 }
 
+/** Where a machine request stands, from this controller's point of view. */
+export type RequestPhase = 'provisioning' | 'provisioned' | 'failed' | 'tearing_down';
+export const REQUEST_PHASES: readonly RequestPhase[] = ['provisioning', 'provisioned', 'failed', 'tearing_down'];
+
+/** Hooks called as the controller works (metrics). Exceptions they throw are ignored. */
+export interface ControllerObserver {
+  /** One run of a provision step: `retry` = asked to come back or failed transiently, `failed` = stage FAILED. */
+  stepRun?(step: string, result: 'done' | 'retry' | 'failed', seconds: number): void;
+  /** One Deprovision call. */
+  deprovision?(result: 'done' | 'failed'): void;
+  /** A watch stream was opened again after it failed. */
+  watchRestarted?(watch: string): void;
+}
+
 export interface ProvisionControllerOptions {
   state: CosiState;
   providerId: string;
@@ -79,6 +93,7 @@ export interface ProvisionControllerOptions {
   /** Delay before re-opening a watch that failed for good (e.g. permission denied). Default 5 s. */
   watchRestartMs?: number;
   logger?: Logger;
+  observer?: ControllerObserver;
 }
 
 export interface ControllerStatus {
@@ -124,6 +139,9 @@ export class ProvisionController {
   private readonly watchRestartMs: number;
   private readonly encodeRequestIds: boolean;
   private readonly joinMode: JoinMode;
+  private readonly observer: ControllerObserver;
+  /** Phase of every request this controller has reconciled and not yet released. */
+  private readonly phases = new Map<string, RequestPhase>();
   /** MachineRequest IDs the watch reported as existing. */
   private readonly knownRequests = new Set<string>();
   /** Requests deprovisioned in this process whose private state is not destroyed yet. */
@@ -149,6 +167,7 @@ export class ProvisionController {
     this.watchRestartMs = opts.watchRestartMs ?? 5000;
     this.encodeRequestIds = opts.encodeRequestIdsIntoTokens ?? true;
     this.joinMode = opts.joinMode;
+    this.observer = opts.observer ?? {};
     const queueOpts: ConstructorParameters<typeof WorkQueue>[1] = { concurrency: opts.concurrency ?? 1, logger: this.log };
     if (opts.backoff) queueOpts.backoff = opts.backoff;
     if (opts.random) queueOpts.random = opts.random;
@@ -192,6 +211,21 @@ export class ProvisionController {
     return { watching: this.bootstrapped.size === this.watchCount && this.watchCount > 0, lastError: this.lastError };
   }
 
+  /** How many requests are in each phase right now (every phase present, possibly 0). */
+  requestPhases(): Record<RequestPhase, number> {
+    const counts = Object.fromEntries(REQUEST_PHASES.map((p) => [p, 0])) as Record<RequestPhase, number>;
+    for (const phase of this.phases.values()) counts[phase]++;
+    return counts;
+  }
+
+  private observe(call: (o: ControllerObserver) => void): void {
+    try {
+      call(this.observer);
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, 'controller observer failed');
+    }
+  }
+
   /** Resolves when no reconcile is queued or running (retry timers may be pending). */
   whenIdle(): Promise<void> {
     return this.queue.whenIdle();
@@ -212,6 +246,7 @@ export class ProvisionController {
     const id = e.resource.metadata.id;
     if (e.type === 'destroyed') {
       this.knownRequests.delete(id);
+      this.phases.delete(id);
       this.queue.add(id);
       return;
     }
@@ -271,6 +306,7 @@ export class ProvisionController {
       }
       restarts++;
       await sleep(this.watchRestartMs, signal);
+      if (!signal.aborted) this.observe((o) => o.watchRestarted?.(label));
     }
   }
 
@@ -306,9 +342,18 @@ export class ProvisionController {
   async reconcile(id: string, signal: AbortSignal = new AbortController().signal): Promise<WorkOutcome> {
     const log = this.log.child({ request: id });
     const request = await this.state.find(MachineRequestKind, id);
-    if (request === undefined) return this.reconcileOrphan(id, log, signal);
-    if (request.metadata.labels[LABEL_INFRA_PROVIDER_ID] !== this.providerId) return workDone;
-    if (request.metadata.phase === 'tearingDown') return this.reconcileTeardown(request, log, signal);
+    if (request === undefined) {
+      this.phases.delete(id);
+      return this.reconcileOrphan(id, log, signal);
+    }
+    if (request.metadata.labels[LABEL_INFRA_PROVIDER_ID] !== this.providerId) {
+      this.phases.delete(id);
+      return workDone;
+    }
+    if (request.metadata.phase === 'tearingDown') {
+      this.phases.set(id, 'tearing_down');
+      return this.reconcileTeardown(request, log, signal);
+    }
 
     if (!request.metadata.finalizers.includes(this.name)) {
       await this.state.addFinalizer(MachineRequestKind, id, this.name);
@@ -333,7 +378,11 @@ export class ProvisionController {
         });
       }
     }
-    if (status.spec.stage === MachineRequestStatusSpec_Stage.PROVISIONED) return workDone;
+    if (status.spec.stage === MachineRequestStatusSpec_Stage.PROVISIONED) {
+      this.phases.set(id, 'provisioned');
+      return workDone;
+    }
+    this.phases.set(id, status.spec.stage === MachineRequestStatusSpec_Stage.FAILED ? 'failed' : 'provisioning');
 
     let provisionRequest: ProvisionRequest;
     try {
@@ -345,6 +394,7 @@ export class ProvisionController {
         spec.error = errorMessage(err);
         spec.stage = MachineRequestStatusSpec_Stage.FAILED;
       });
+      this.phases.set(request.metadata.id, 'failed');
       return workDone;
     }
     return this.runSteps(provisionRequest, priv, connection.joinConfig, log, signal);
@@ -433,12 +483,15 @@ export class ProvisionController {
       const stepLog = log.child({ step: step.name, node: machine.node || undefined, vmid: machine.vmid || undefined });
       stepLog.info('running provision step');
       let result: StepResult;
+      const stepStarted = performance.now();
+      const seconds = () => (performance.now() - stepStarted) / 1000;
       try {
         result = await step.run({ request, state: working, joinConfig, log: stepLog, signal });
       } catch (err) {
         if (signal.aborted) throw err;
         const message = errorMessage(err);
         if (err instanceof StepFailure && err.transient) {
+          this.observe((o) => o.stepRun?.(step.name, 'retry', seconds()));
           stepLog.warn({ err: message }, 'provision step failed; retrying');
           await this.writeStatus(id, (spec) => {
             spec.status = statusText;
@@ -447,6 +500,8 @@ export class ProvisionController {
           });
           throw err;
         }
+        this.observe((o) => o.stepRun?.(step.name, 'failed', seconds()));
+        this.phases.set(id, 'failed');
         stepLog.error({ err: message }, 'machine provision failed');
         await this.writeStatus(id, (spec) => {
           spec.status = statusText;
@@ -455,6 +510,8 @@ export class ProvisionController {
         });
         return requeueAfter(this.failedRetryMs);
       }
+      this.observe((o) => o.stepRun?.(step.name, result.kind, seconds()));
+      this.phases.set(id, 'provisioning');
       await this.state.modify(
         this.privateKind,
         id,
@@ -484,6 +541,7 @@ export class ProvisionController {
       for (const k of Object.keys(labels)) delete labels[k];
       Object.assign(labels, current.metadata.labels);
     });
+    this.phases.set(id, 'provisioned');
     log.info({ node: machine.node || undefined, vmid: machine.vmid || undefined }, 'machine provision finished');
     return workDone;
   }
@@ -532,6 +590,7 @@ export class ProvisionController {
       if (!(await this.deprovisionOnce(priv, log, signal))) return workDone;
     }
     await this.state.removeFinalizer(MachineRequestKind, id, this.name);
+    this.phases.delete(id);
     log.info('machine deprovisioned');
     return workDone;
   }
@@ -558,7 +617,13 @@ export class ProvisionController {
       const machine = machineStateFromSpec(priv.spec);
       const stepLog = log.child({ node: machine.node || undefined, vmid: machine.vmid || undefined });
       stepLog.info('deprovisioning machine');
-      await this.provisioner.deprovision({ requestId: id, state: machine, log: stepLog, signal });
+      try {
+        await this.provisioner.deprovision({ requestId: id, state: machine, log: stepLog, signal });
+      } catch (err) {
+        if (!signal.aborted) this.observe((o) => o.deprovision?.('failed'));
+        throw err;
+      }
+      this.observe((o) => o.deprovision?.('done'));
       this.deprovisioned.add(id);
     }
     if (!(await this.teardownAndDestroy(this.privateKind, id))) {

@@ -68,6 +68,19 @@ export interface PveClientOptions {
   ticketRenewAfterMs?: number;
   /** Clock for ticket ageing; for tests. */
   now?: () => number;
+  /** Called after every HTTP attempt (metrics, diagnostics). Exceptions it throws are ignored. */
+  onResponse?: (outcome: PveCallOutcome) => void;
+}
+
+/** One HTTP attempt against the Proxmox API, as seen by an onResponse hook. Carries nothing secret. */
+export interface PveCallOutcome {
+  method: string;
+  /** HTTP status code, or 'error' when no answer arrived (connection, TLS, timeout). */
+  status: number | 'error';
+  /** Wall time of the attempt. */
+  seconds: number;
+  /** The server's Date header, when it sent one. */
+  date?: string | undefined;
 }
 
 export type UploadContentType = 'iso' | 'vztmpl' | 'import';
@@ -128,6 +141,7 @@ interface RawAnswer {
   status: number;
   reasonPhrase: string;
   body: Buffer;
+  date?: string | undefined;
 }
 
 interface CallOptions {
@@ -167,6 +181,7 @@ export class PveClient {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #uploadTimeoutMs: number;
+  readonly #onResponse: ((outcome: PveCallOutcome) => void) | undefined;
 
   constructor(opts: PveClientOptions) {
     let u: URL;
@@ -190,6 +205,7 @@ export class PveClient {
     this.#log = (opts.logger ?? silentLogger).child({ component: 'proxmox', proxmox: this.#origin });
     this.#timeoutMs = opts.requestTimeoutMs ?? 60_000;
     this.#uploadTimeoutMs = opts.uploadTimeoutMs ?? 10 * 60_000;
+    this.#onResponse = opts.onResponse;
 
     if (isTokenCredentials(opts.auth)) {
       this.#auth = new TokenAuthenticator(opts.auth);
@@ -475,6 +491,7 @@ export class PveClient {
       try {
         answer = await this.#send(method, target, shownPath, { ...baseHeaders, ...auth.headers }, body, opts.timeoutMs);
       } catch (err) {
+        this.#report({ method, status: 'error', seconds: (Date.now() - started) / 1000 });
         // A GET is safe to repeat; a kept-alive socket closed by the server is the common cause.
         if (err instanceof PveConnectionError && method === 'GET' && !staleRetried && STALE_SOCKET_CODES.has(err.code)) {
           staleRetried = true;
@@ -487,6 +504,7 @@ export class PveClient {
         throw err;
       }
       this.#log.debug({ method, path: shownPath, status: answer.status, ms: Date.now() - started }, 'proxmox call');
+      this.#report({ method, status: answer.status, seconds: (Date.now() - started) / 1000, date: answer.date });
 
       // A 401 means the request was not executed, so repeating it after a new login is safe for any method.
       if (answer.status === 401 && !opts.anonymous && !reauthenticated && this.#auth.unauthorized(auth.generation)) {
@@ -495,6 +513,15 @@ export class PveClient {
       }
       if (answer.status < 200 || answer.status >= 300) throw this.#httpError(method, shownPath, answer);
       return this.#envelope(method, shownPath, answer);
+    }
+  }
+
+  #report(outcome: PveCallOutcome): void {
+    if (!this.#onResponse) return;
+    try {
+      this.#onResponse(outcome);
+    } catch {
+      // A broken hook must not break API calls.
     }
   }
 
@@ -533,20 +560,23 @@ export class PveClient {
       let written = false;
       let status = 0;
       let reasonPhrase = '';
+      let date: string | undefined;
       const chunks: Buffer[] = [];
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart: () => {
           written = true;
         },
-        onResponseStart: (_controller, statusCode, _headers, statusMessage) => {
+        onResponseStart: (_controller, statusCode, headers, statusMessage) => {
           status = statusCode;
           reasonPhrase = statusMessage ?? '';
+          const d = headers['date'];
+          date = Array.isArray(d) ? d[0] : d;
         },
         onResponseData: (_controller, chunk) => {
           chunks.push(chunk);
         },
         onResponseEnd: () => {
-          resolve({ status, reasonPhrase, body: Buffer.concat(chunks) });
+          resolve({ status, reasonPhrase, body: Buffer.concat(chunks), date });
         },
         onResponseError: (_controller, err) => {
           reject(connectionError(method, shownPath, err, written, timeout));

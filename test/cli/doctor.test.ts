@@ -1,0 +1,204 @@
+// `doctor` against the Proxmox simulator and the in-process Omni (both on 127.0.0.1): a healthy setup passes, and
+// each broken piece (fingerprint, privilege, registration, key, identity, clock, token) is named with its fix.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { doctor } from '../../src/cli/doctor.js';
+import { runCli } from '../../src/cli/index.js';
+import type { DoctorFinding } from '../../src/ops/doctor.js';
+import { silentLogger } from '../../src/log.js';
+import { PveSim, ScaledClock, startPveSimServer, type PveSimServer } from '../../src/sim/proxmox/index.js';
+import { startInProcessOmni, type InProcessOmni } from '../../src/sim/omni/index.js';
+import { NS, TYPES } from '../../src/sim/omni/resources.js';
+import { providerToken, testFixture } from '../helpers/pveHarness.js';
+import { ok, startPveServer } from '../proxmox/pveTestServer.js';
+import { REQUIRED_PRIVILEGES } from '../../src/ops/doctor.js';
+
+let omni: InProcessOmni;
+let sim: PveSim;
+let server: PveSimServer;
+let key: string;
+
+beforeAll(async () => {
+  omni = await startInProcessOmni({ providerId: 'proxmox', logger: silentLogger });
+  sim = new PveSim({ fixture: testFixture(), clock: new ScaledClock(0.002), logger: silentLogger });
+  server = await startPveSimServer(sim, { https: true });
+  key = await omni.createProviderKey('proxmox');
+}, 30_000);
+
+afterAll(async () => {
+  await server?.close();
+  await omni?.close();
+});
+
+function env(overrides: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = {
+    OMNI_ENDPOINT: omni.endpoint,
+    OMNI_SERVICE_ACCOUNT_KEY: key,
+    PROXMOX_URL: server.url,
+    PROXMOX_TOKEN_ID: providerToken.tokenId,
+    PROXMOX_TOKEN_SECRET: providerToken.tokenSecret,
+    PROXMOX_FINGERPRINT: server.fingerprint!,
+    ...overrides,
+  };
+  for (const k of Object.keys(e)) if (e[k] === undefined) delete e[k];
+  return e;
+}
+
+async function run(argv: string[], e: NodeJS.ProcessEnv, now?: () => number): Promise<{ code: number; findings: DoctorFinding[]; text: string }> {
+  let text = '';
+  const io = { env: e, stdout: (t: string) => void (text += t), timeoutMs: 5000, ...(now ? { now } : {}) };
+  const code = await doctor(['--json', ...argv], io);
+  return { code, findings: JSON.parse(text) as DoctorFinding[], text };
+}
+
+const statusOf = (f: DoctorFinding[], check: string): string[] => f.filter((x) => x.check === check).map((x) => x.status);
+const messageOf = (f: DoctorFinding[], check: string): string => f.filter((x) => x.check === check).map((x) => x.message).join(' | ');
+
+describe('doctor', () => {
+  it('passes a working setup: every check OK or WARN, exit 0, no secret printed', async () => {
+    const r = await run([], env());
+    expect(r.code).toBe(0);
+    expect(r.findings.filter((f) => f.status === 'FAIL')).toEqual([]);
+    for (const check of ['config', 'proxmox.connect', 'proxmox.tls', 'proxmox.auth', 'clock', 'proxmox.nodes', 'proxmox.storage', 'omni.key', 'omni.identity', 'omni.api', 'omni.registered']) {
+      expect(statusOf(r.findings, check), check).toContain('OK');
+    }
+    expect(messageOf(r.findings, 'proxmox.auth')).toMatch(/API token omni@pve!provider accepted/);
+    expect(messageOf(r.findings, 'proxmox.nodes')).toMatch(/pve1/);
+    expect(messageOf(r.findings, 'proxmox.storage')).toMatch(/images .*local-lvm/);
+    // The simulator does not serve /access/permissions: the read-only probes pass, write privileges stay unverified.
+    expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['WARN']);
+    expect(r.text).not.toContain(providerToken.tokenSecret);
+    expect(r.text).not.toContain(key.slice(0, 40));
+  }, 30_000);
+
+  it('prints one plain line per check without --json', async () => {
+    let text = '';
+    const code = await doctor([], { env: env(), stdout: (t) => void (text += t), timeoutMs: 5000 });
+    expect(code).toBe(0);
+    const lines = text.trimEnd().split('\n');
+    expect(lines.length).toBeGreaterThan(8);
+    for (const l of lines) expect(l).toMatch(/^(OK  |WARN|FAIL)  \S+\s+\S/);
+  }, 30_000);
+
+  it('on a wrong fingerprint fails TLS and prints the server\'s real fingerprint to pin', async () => {
+    const wrong = 'AB:'.repeat(31) + 'AB';
+    const r = await run([], env({ PROXMOX_FINGERPRINT: wrong }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'proxmox.tls')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'proxmox.tls')).toContain(server.fingerprint!.toUpperCase());
+    expect(messageOf(r.findings, 'proxmox.tls')).toMatch(/fingerprint: /);
+    expect(statusOf(r.findings, 'proxmox.auth')).toEqual([]);
+  }, 30_000);
+
+  it('with system CAs (self-signed server) fails TLS and offers the fingerprint', async () => {
+    const r = await run([], env({ PROXMOX_FINGERPRINT: undefined }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'proxmox.tls')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'proxmox.tls')).toContain(server.fingerprint!.toUpperCase());
+  }, 30_000);
+
+  it('names a missing privilege', async () => {
+    const tokenAcl = sim.access.acl.filter((e) => e.ugid === providerToken.tokenId);
+    sim.access.revokeAll(providerToken.tokenId);
+    sim.access.grant('/', providerToken.tokenId, { privs: ['VM.Audit', 'Datastore.Audit', 'Datastore.AllocateSpace'] });
+    try {
+      const r = await run([], env());
+      expect(r.code).toBe(1);
+      expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['FAIL']);
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/lacks Sys\.Audit/);
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/intersection/);
+    } finally {
+      sim.access.revokeAll(providerToken.tokenId);
+      sim.access.acl.push(...tokenAcl);
+    }
+  }, 30_000);
+
+  it('explains a rejected token', async () => {
+    const r = await run([], env({ PROXMOX_TOKEN_SECRET: '0a1b2c3d-0000-4000-8000-0000000000ff' }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'proxmox.auth')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'proxmox.auth')).toMatch(/rejected the API token omni@pve!provider.*pveum user token list/);
+    expect(r.text).not.toContain('0a1b2c3d-0000-4000-8000-0000000000ff');
+  }, 30_000);
+
+  it('fails the clock check when this host is more than 5 minutes off', async () => {
+    const r = await run([], env(), () => Date.now() + 10 * 60_000);
+    expect(statusOf(r.findings, 'clock')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'clock')).toMatch(/10 min ahead of Proxmox.*5 minutes/);
+    expect(r.code).toBe(1);
+  }, 30_000);
+
+  it('reports an unregistered provider', async () => {
+    const saved = omni.store.find(NS.infraProvider, TYPES.infraProvider, 'proxmox')!;
+    omni.store.destroy(NS.infraProvider, TYPES.infraProvider, 'proxmox', { owner: saved.metadata.owner });
+    try {
+      const r = await run([], env());
+      expect(r.code).toBe(1);
+      expect(statusOf(r.findings, 'omni.api')).toEqual(['OK']);
+      expect(statusOf(r.findings, 'omni.registered')).toEqual(['FAIL']);
+      expect(messageOf(r.findings, 'omni.registered')).toMatch(/omnictl infraprovider create proxmox/);
+    } finally {
+      omni.controllers.seed();
+    }
+  }, 30_000);
+
+  it('rejects a key that does not decode, and a key of another provider', async () => {
+    let r = await run([], env({ OMNI_SERVICE_ACCOUNT_KEY: Buffer.from(JSON.stringify({ name: 'infra-provider:proxmox', pgp_key: '-----BEGIN PGP PRIVATE KEY BLOCK-----\nnope\n-----END PGP PRIVATE KEY BLOCK-----' })).toString('base64') }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'omni.key')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'omni.key')).toMatch(/not an OpenPGP private key.*renewkey/);
+
+    const other = await omni.createProviderKey('other');
+    r = await run([], env({ OMNI_SERVICE_ACCOUNT_KEY: other }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'omni.identity')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'omni.identity')).toMatch(/belongs to infra provider "other".*--id other/);
+  }, 30_000);
+
+  it('reports a revoked key as a rejected signature', async () => {
+    const revoked = await omni.keys.createProviderKey('proxmox');
+    omni.keys.revoke(revoked.fingerprint);
+    const r = await run([], env({ OMNI_SERVICE_ACCOUNT_KEY: revoked.keyString }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'omni.api')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'omni.api')).toMatch(/rejected the signature/);
+  }, 30_000);
+
+  it('lists configuration problems as FAIL and exits 1; usage errors exit 2', async () => {
+    const r = await run([], env({ PROXMOX_URL: undefined, PROXMOX_TOKEN_ID: undefined, PROXMOX_TOKEN_SECRET: undefined, PROXMOX_FINGERPRINT: undefined }));
+    expect(r.code).toBe(1);
+    expect(r.findings.every((f) => f.check === 'config' && f.status === 'FAIL')).toBe(true);
+    expect(r.findings[0]!.message).toMatch(/Proxmox is not/);
+    const stderr: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((t: string) => (stderr.push(t), true)) as typeof process.stderr.write;
+    try {
+      expect(await runCli(['doctor', '--json=yes'])).toBe(2);
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(stderr.join('')).toMatch(/--json takes no value/);
+  }, 30_000);
+
+  it('compares GET /access/permissions with the privileges the provider needs', async () => {
+    let granted: string[] = [...REQUIRED_PRIVILEGES];
+    const pve = await startPveServer((req) => {
+      if (req.path === '/version') return ok({ version: '9.1.5', release: '9.1', repoid: 'abc' });
+      if (req.path === '/access/permissions') return ok({ '/': Object.fromEntries(granted.map((p) => [p, 1])), '/vms': { 'VM.Audit': 1 } });
+      if (req.path === '/nodes') return ok([{ node: 'pve1', status: 'online' }]);
+      return { status: 501, reason: `Method 'GET ${req.path}' not implemented` };
+    });
+    try {
+      const e = env({ PROXMOX_URL: pve.url, PROXMOX_FINGERPRINT: undefined });
+      let r = await run([], e);
+      expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['OK', 'WARN', 'WARN', 'WARN']);
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/holds every privilege.*lacks Sys\.AccessNetwork/);
+      granted = granted.filter((p) => p !== 'VM.Allocate' && p !== 'SDN.Use');
+      r = await run([], e);
+      expect(statusOf(r.findings, 'proxmox.privileges')[0]).toBe('FAIL');
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/omni@pve!provider lacks VM\.Allocate, SDN\.Use/);
+      expect(r.code).toBe(1);
+    } finally {
+      await pve.close();
+    }
+  }, 30_000);
+});
