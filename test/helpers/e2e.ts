@@ -1,0 +1,329 @@
+// End-to-end harness: the in-process Omni and the Proxmox simulator in the test process, the real daemon as a child
+// process (`node --import tsx src/main.ts`) configured through its environment, observed through its JSON log lines.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fromBinary } from '@bufbuild/protobuf';
+import { MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '../../src/gen/omni/specs/infra_pb.js';
+import { MachineSpecSchema, type MachineSpec } from '../../src/gen/proxmox/specs/specs_pb.js';
+import { bootFromSeed } from '../../src/demo/machine.js';
+import { smbiosUuidOf } from '../../src/provision/cluster.js';
+import { startInProcessOmni, type InProcessOmni, type InProcessOmniOptions } from '../../src/sim/omni/index.js';
+import { NS, TYPES } from '../../src/sim/omni/resources.js';
+import type { Resource, StoreEvent } from '../../src/sim/omni/store.js';
+import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+const fixtureFile = new URL('../fixtures/pve-3node.json', import.meta.url);
+
+export const PROVIDER_ID = 'proxmox';
+export const PRIVATE_NS = `infra-provider:${PROVIDER_ID}`;
+export const PRIVATE_TYPE = `Machine.${PROVIDER_ID}.infraprovider.sidero.dev`;
+export const STEP_ANNOTATION = 'infra.omni.sidero.dev/step';
+export const CONTROLLER = `${PROVIDER_ID}.ProvisionController`;
+export const STEP_NAMES = ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM'] as const;
+/** The fixture's least-privilege token (role OmniProvider). */
+export const PROVIDER_TOKEN = { tokenId: 'omni@pve!provider', tokenSecret: '0a1b2c3d-0000-4000-8000-0000000000aa' };
+
+export const SMALL_VM = `cores: 2
+memory: 2048
+disk_size: 10
+storage_selector: name == "local-lvm"
+`;
+
+export function e2eFixture(overrides: Partial<PveFixture> = {}): PveFixture {
+  const f = JSON.parse(readFileSync(fixtureFile, 'utf8')) as PveFixture;
+  return { ...f, authFailDelayMs: 0, statsCadenceMs: 0, downloadSizeBytes: 256 * 1024, ...overrides };
+}
+
+export interface World {
+  omni: InProcessOmni;
+  sim: PveSim;
+  pveServer: PveSimServer;
+  /** The provider's service-account key (base64). */
+  key: string;
+  /** Environment for a daemon pointed at this world (overrides win). */
+  env(overrides?: Record<string, string | undefined>): Record<string, string>;
+  close(): Promise<void>;
+}
+
+export interface WorldOptions {
+  omni?: InProcessOmniOptions;
+  fixture?: Partial<PveFixture>;
+  /** Wall time per simulated time; 0.01 makes a 3 s create take 30 ms. */
+  timeScale?: number;
+  /** Hold MachineRequestStatuses like Omni's cleanup controller (released automatically on teardown). Default true. */
+  holdStatuses?: boolean;
+}
+
+export async function startWorld(opts: WorldOptions = {}): Promise<World> {
+  const omni = await startInProcessOmni({ providerId: PROVIDER_ID, seed: 7, ...opts.omni });
+  if (opts.holdStatuses ?? true) omni.controllers.holdMachineRequestStatuses({ autoRelease: true });
+  const sim = new PveSim({ fixture: e2eFixture(opts.fixture), clock: new ScaledClock(opts.timeScale ?? 0.01) });
+  const pveServer = await startPveSimServer(sim, { https: true });
+  const key = await omni.createProviderKey(PROVIDER_ID);
+  return {
+    omni,
+    sim,
+    pveServer,
+    key,
+    env(overrides = {}) {
+      const base: Record<string, string | undefined> = {
+        OMNI_ENDPOINT: omni.endpoint,
+        OMNI_SERVICE_ACCOUNT_KEY: key,
+        PROXMOX_URL: pveServer.url,
+        PROXMOX_TOKEN_ID: PROVIDER_TOKEN.tokenId,
+        PROXMOX_TOKEN_SECRET: PROVIDER_TOKEN.tokenSecret,
+        PROXMOX_FINGERPRINT: pveServer.fingerprint ?? undefined,
+        PROVIDER_HEALTH_LISTEN: 'off',
+        PROVIDER_HEARTBEAT_INTERVAL_SECONDS: '1',
+        PROVIDER_CONCURRENCY: '4',
+        LOG_LEVEL: 'debug',
+        ...overrides,
+      };
+      const out: Record<string, string> = {};
+      for (const [k, v] of Object.entries(base)) if (v !== undefined) out[k] = v;
+      return out;
+    },
+    async close() {
+      omni.controllers.stop();
+      await pveServer.close();
+      await omni.close();
+    },
+  };
+}
+
+/** One parsed line of the daemon's pino output. */
+export interface LogLine {
+  level: string;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** The daemon running as a child process. */
+export class DaemonProcess {
+  readonly child: ChildProcess;
+  readonly lines: LogLine[] = [];
+  /** Raw stdout text that was not a JSON log line. */
+  readonly otherStdout: string[] = [];
+  stderr = '';
+  stdout = '';
+  readonly exited: Promise<Exit>;
+  exit: Exit | undefined;
+  private buffered = '';
+
+  constructor(env: Record<string, string>, args: string[] = []) {
+    const clean: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) {
+      if (v !== undefined && !/^(OMNI_|PROXMOX_|PROVIDER_|LOG_LEVEL$)/.test(k)) clean[k] = v;
+    }
+    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+      cwd: root,
+      env: { ...clean, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stdout!.on('data', (chunk: string) => {
+      this.stdout += chunk;
+      this.buffered += chunk;
+      let nl: number;
+      while ((nl = this.buffered.indexOf('\n')) >= 0) {
+        const line = this.buffered.slice(0, nl);
+        this.buffered = this.buffered.slice(nl + 1);
+        try {
+          this.lines.push(JSON.parse(line) as LogLine);
+        } catch {
+          this.otherStdout.push(line);
+        }
+      }
+    });
+    this.child.stderr!.on('data', (chunk: string) => {
+      this.stderr += chunk;
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+    });
+  }
+
+  /** Every log line whose message matches. */
+  logs(msg: string | RegExp): LogLine[] {
+    return this.lines.filter((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg)));
+  }
+
+  async waitForLog(msg: string | RegExp, timeoutMs = 30_000): Promise<LogLine> {
+    await waitUntil(() => this.logs(msg).length > 0 || this.exit !== undefined, { timeoutMs, what: `log line ${String(msg)}` });
+    const line = this.logs(msg)[0];
+    if (!line) throw new Error(`daemon exited (${JSON.stringify(this.exit)}) before logging ${String(msg)}\n${this.stderr}`);
+    return line;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.exit === undefined) this.child.kill(signal);
+  }
+
+  /** SIGKILL and wait for the process to be gone. */
+  async crash(): Promise<void> {
+    this.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** SIGTERM; resolves with the exit and how long it took. */
+  async terminate(): Promise<Exit & { ms: number }> {
+    const t0 = Date.now();
+    this.kill('SIGTERM');
+    const exit = await this.exited;
+    return { ...exit, ms: Date.now() - t0 };
+  }
+}
+
+export function startDaemonProcess(world: World, env: Record<string, string | undefined> = {}, args: string[] = []): DaemonProcess {
+  return new DaemonProcess(world.env(env), args);
+}
+
+export async function waitUntil(cond: () => boolean, opts: { timeoutMs?: number; what: string; intervalMs?: number }): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
+  }
+}
+
+// --- reading the world ------------------------------------------------------------------------------------------
+
+export interface StatusView {
+  stage: string;
+  status: string;
+  error: string;
+  id: string;
+  labels: Record<string, string>;
+  finalizers: string[];
+}
+
+export function statusOf(omni: InProcessOmni, id: string): StatusView | undefined {
+  const res = omni.store.find(NS.infraProvider, TYPES.machineRequestStatus, id);
+  if (!res) return undefined;
+  const spec = fromBinary(MachineRequestStatusSpecSchema, res.spec.protoSpec);
+  return {
+    stage: MachineRequestStatusSpec_Stage[spec.stage] ?? String(spec.stage),
+    status: spec.status,
+    error: spec.error,
+    id: spec.id,
+    labels: { ...res.metadata.labels },
+    finalizers: [...res.metadata.finalizers],
+  };
+}
+
+export function privateResource(omni: InProcessOmni, id: string): Resource | undefined {
+  return omni.store.find(PRIVATE_NS, PRIVATE_TYPE, id);
+}
+
+export function privateStateOf(omni: InProcessOmni, id: string): MachineSpec | undefined {
+  const res = privateResource(omni, id);
+  return res ? fromBinary(MachineSpecSchema, res.spec.protoSpec) : undefined;
+}
+
+export function requestResource(omni: InProcessOmni, id: string): Resource | undefined {
+  return omni.store.find(NS.infraProvider, TYPES.machineRequest, id);
+}
+
+/** VMs in the simulator named after request `id` (the provider names VMs after their request). */
+export function vmsOf(sim: PveSim, id: string): Array<{ vmid: number; node: string; config: Map<string, string>; running: boolean }> {
+  return [...sim.state.vms.values()].filter((vm) => vm.config.get('name') === id);
+}
+
+/** Every VM the provider created (not in the fixture: VMIDs 100/101 are pre-existing). */
+export function providerVms(sim: PveSim): number[] {
+  return [...sim.state.vms.keys()].filter((vmid) => vmid !== 100 && vmid !== 101);
+}
+
+/** Every NoCloud seed ISO (`omni-seed-*.iso`) on any ISO storage of any node. */
+export function seedIsos(sim: PveSim): string[] {
+  const out: string[] = [];
+  for (const storage of ['local', 'nfs-iso']) {
+    for (const v of sim.volumes(storage)) if (/omni-seed-/.test(v.name)) out.push(v.volid);
+  }
+  return out;
+}
+
+export async function waitForStage(omni: InProcessOmni, id: string, stage: string, timeoutMs = 45_000): Promise<StatusView> {
+  await waitUntil(() => statusOf(omni, id)?.stage === stage, { timeoutMs, what: `request ${id} to reach ${stage} (now ${JSON.stringify(statusOf(omni, id))})` });
+  return statusOf(omni, id)!;
+}
+
+/** The machine behind request `id` boots from its seed and joins Omni with the token the seed carries. */
+export function bootAndJoin(world: World, id: string): { uuid: string; token: string } {
+  const state = privateStateOf(world.omni, id);
+  if (!state) throw new Error(`no private state for ${id}`);
+  const vm = world.sim.vm(state.vmid);
+  if (!vm) throw new Error(`no VM ${state.vmid} for ${id}`);
+  const seedVolid = (vm.config.ide0 ?? '').split(',')[0] ?? '';
+  const machine = bootFromSeed(world.sim.isoFile(seedVolid, vm.node), smbiosUuidOf(vm.config) ?? '');
+  world.omni.controllers.machineJoins(machine.uuid, machine.token);
+  return machine;
+}
+
+/** Omni removes request `id`; resolves once Omni destroyed it (the provider released its finalizer). */
+export async function deleteRequest(world: World, id: string, timeoutMs = 30_000): Promise<void> {
+  const abort = AbortSignal.timeout(timeoutMs);
+  await world.omni.controllers.deleteMachineRequest(id, abort);
+}
+
+/** Calls `onEvent` for every change to the provider's private state (synchronously, as the store applies it). */
+export function watchPrivateState(omni: InProcessOmni, onEvent: (e: StoreEvent) => void): () => void {
+  const handle = omni.store.watchKind(PRIVATE_NS, PRIVATE_TYPE, {}, (events) => {
+    for (const e of events) onEvent(e);
+  });
+  return () => handle.cancel();
+}
+
+/** What must hold once every request is gone: no VM, no seed ISO, no private state, no MRS, no request. */
+export function leftovers(world: World): { vms: number[]; seeds: string[]; privateStates: string[]; statuses: string[]; requests: string[] } {
+  return {
+    vms: providerVms(world.sim),
+    seeds: seedIsos(world.sim),
+    privateStates: world.omni.store.list(PRIVATE_NS, PRIVATE_TYPE).map((r) => r.metadata.id),
+    statuses: world.omni.store.list(NS.infraProvider, TYPES.machineRequestStatus).map((r) => r.metadata.id),
+    requests: world.omni.store.list(NS.infraProvider, TYPES.machineRequest).map((r) => r.metadata.id),
+  };
+}
+
+export const NOTHING_LEFT = { vms: [], seeds: [], privateStates: [], statuses: [], requests: [] };
+
+/**
+ * Runs `body` in a fresh world and cleans up (every daemon it started is killed, servers closed) whatever happens,
+ * so tests can run concurrently without sharing state.
+ */
+export async function withWorld(
+  opts: WorldOptions,
+  body: (world: World, spawnDaemon: (env?: Record<string, string | undefined>, args?: string[]) => DaemonProcess) => Promise<void>,
+): Promise<void> {
+  const world = await startWorld(opts);
+  const daemons: DaemonProcess[] = [];
+  try {
+    await body(world, (env = {}, args = []) => {
+      const d = startDaemonProcess(world, env, args);
+      daemons.push(d);
+      return d;
+    });
+  } finally {
+    for (const d of daemons) await d.crash();
+    await world.close();
+  }
+}
+
+/** Provision steps the daemon logged as started, per request: `{request: [step, ...]}`. */
+export function stepRuns(daemons: DaemonProcess[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const d of daemons) {
+    for (const l of d.logs('running provision step')) (out[String(l.request)] ??= []).push(String(l.step));
+  }
+  return out;
+}
