@@ -1,10 +1,10 @@
 // The provisioning controller: turns Omni's MachineRequests into runs of the provider's steps (status, private
 // state, resume annotation, retries) and, on teardown, into Deprovision plus the cleanup of everything it wrote.
-import { create, type MessageShape } from '@bufbuild/protobuf';
+import type { MessageShape } from '@bufbuild/protobuf';
 import type { DescMessage } from '@bufbuild/protobuf';
 import { MachineRequestStatusSpec_Stage, type MachineRequestSpecSchema } from '../gen/omni/specs/infra_pb.js';
 import { GrpcTunnelMode } from '../gen/omni/specs/omni_pb.js';
-import { MachineSpecSchema, type MachineSpec } from '../gen/proxmox/specs/specs_pb.js';
+import { MachineSpecSchema } from '../gen/proxmox/specs/specs_pb.js';
 import {
   ANNOTATION_STEP,
   ConfigPatchRequestKind,
@@ -22,7 +22,7 @@ import {
 import { isAlreadyExists, isNotFound, resourceUnchanged, type CosiState, type WatchEvent } from '../cosi/state.js';
 import { silentLogger, type Logger } from '../log.js';
 import { readConnectionParams, type JoinMode } from '../omni/join.js';
-import type { MachineState } from './machineState.js';
+import { machineSpecFromState, machineStateFromSpec, type MachineState } from './machineState.js';
 import { parseProviderData } from './providerData.js';
 import { WorkQueue, requeueAfter, workDone, type BackoffPolicy, type WorkOutcome } from './queue.js';
 import { StepFailure, type Provisioner, type ProvisionRequest, type StepResult } from './step.js';
@@ -36,28 +36,6 @@ export function runningStepStatus(name: string, index: number, total: number): s
 }
 export const PROVISION_COMPLETE_STATUS = 'Provision Complete';
 
-/** Private state (generated message) → the plain object steps work on. */
-export function machineStateFromSpec(spec: MachineSpec): MachineState {
-  return {
-    uuid: spec.uuid,
-    schematic: spec.schematic,
-    talosVersion: spec.talosVersion,
-    volumeId: spec.volumeId,
-    node: spec.node,
-    volumeUploadTask: spec.volumeUploadTask,
-    vmCreateTask: spec.vmCreateTask,
-    vmStartTask: spec.vmStartTask,
-    vmid: spec.vmid,
-    isoStorage: spec.isoStorage,
-    seedVolume: spec.seedVolume,
-    bootAssetKey: spec.bootAssetKey,
-  };
-}
-
-/** Plain private state → generated message (what is stored in Omni). */
-export function machineSpecFromState(state: MachineState): MachineSpec {
-  return create(MachineSpecSchema, { ...state });
-}
 
 /** Where a machine request stands, from this controller's point of view. */
 export type RequestPhase = 'provisioning' | 'provisioned' | 'failed' | 'tearing_down';

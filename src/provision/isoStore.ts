@@ -23,7 +23,6 @@ export class IsoStore {
 
   constructor(
     private readonly pve: PveClient,
-    private readonly log: Logger,
     private readonly wait: WaitTask,
   ) {}
 

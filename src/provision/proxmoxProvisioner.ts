@@ -115,7 +115,7 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#images = opts.images;
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
-    this.#isos = new IsoStore(opts.pve, opts.log, this.#wait.bind(this));
+    this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
     const step = (name: StepName, run: (ctx: StepContext) => Promise<StepResult>): Step => ({
       name,
       run: async (ctx) => {
