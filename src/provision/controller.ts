@@ -504,7 +504,8 @@ export class ProvisionController {
         spec.status = statusText;
         spec.error = result.kind === 'retry' && result.message ? result.message : '';
         spec.stage = MachineRequestStatusSpec_Stage.PROVISIONING;
-        if (working.uuid !== '') spec.id = working.uuid;
+        // Like the Go provider's SetMachineUUID in syncVM: the machine ID is announced once the VM exists.
+        if (working.uuid !== '' && working.vmid !== 0) spec.id = working.uuid;
       });
       if (result.kind === 'retry') {
         stepLog.debug({ afterMs: result.afterMs }, 'provision step asked to be retried');
