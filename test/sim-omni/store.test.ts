@@ -111,7 +111,7 @@ describe('CosiStore writes', () => {
     expect(caught(() => store.destroy(NS, T, 'r1')).code).toBe(GrpcCode.PERMISSION_DENIED);
     const pending = caught(() => store.destroy(NS, T, 'r1', { owner: 'ctl' }));
     expect(pending.code).toBe(GrpcCode.FAILED_PRECONDITION);
-    expect(pending.message).toBe(`resource ${T}(${NS}/r1@1) has pending finalizers [omni P.ProvisionController]`);
+    expect(pending.message).toBe(`resource ${T}(${NS}/r1@1) has pending finalizers &[omni P.ProvisionController]`);
     store.removeFinalizer(NS, T, 'r1', 'omni');
     store.removeFinalizer(NS, T, 'r1', 'P.ProvisionController');
     store.destroy(NS, T, 'r1', { owner: 'ctl' });

@@ -377,7 +377,9 @@ export class CosiStore {
     stored.metadata.owner = opts.owner ?? '';
     stored.metadata.version = 1;
     stored.metadata.created = at;
-    stored.metadata.updated = at;
+    // Like the COSI in-memory state: Create stamps `created` only; `updated` stays what the writer sent (a wire
+    // Create without it reads as the Unix epoch).
+    stored.metadata.updated = incoming.metadata.updated;
     c.items.set(stored.metadata.id, stored);
     c.previous.set(stored.metadata.id, undefined);
     this.publish(c, { type: 'created', resource: copyResource(stored) });
@@ -422,7 +424,7 @@ export class CosiStore {
     if (current.metadata.finalizers.length > 0) {
       throw new OmniError(
         'pendingFinalizers',
-        `resource ${describeResource(current.metadata)} has pending finalizers [${current.metadata.finalizers.join(' ')}]`,
+        `resource ${describeResource(current.metadata)} has pending finalizers &[${current.metadata.finalizers.join(' ')}]`,
       );
     }
     c.items.delete(id);
