@@ -1,6 +1,7 @@
 // The simulated Proxmox cluster every benchmark and differential run uses: three nodes, local ISO storage, a
 // local LVM-thin pool and shared Ceph, two bridges, one PCI mapping; realistic task durations (simulated ms).
 import type { PveFixture } from '../src/sim/proxmox/index.js';
+import { defaultTaskDurations } from '../src/sim/proxmox/tasks.js';
 
 const GiB = 1024 ** 3;
 
@@ -12,17 +13,7 @@ export const BENCH_TOKEN = { tokenId: 'root@pam!omni', tokenSecret: '5ec7e7a0-00
  * uplink ~10-20 s, qmstart 1-3 s, hard stop ~1 s, ACPI shutdown of Talos 3-8 s, qmdestroy with disk removal
  * 2-4 s, async config change ~0.2 s). The bench runs the simulated clock `1/timeScale` times faster.
  */
-export const BENCH_TASK_DURATIONS_MS = {
-  qmcreate: 3000,
-  download: 20000,
-  imgcopy: 1000,
-  imgdel: 500,
-  qmstart: 2000,
-  qmstop: 1000,
-  qmshutdown: 5000,
-  qmdestroy: 3000,
-  qmconfig: 200,
-} as const;
+export const BENCH_TASK_DURATIONS_MS = defaultTaskDurations;
 
 export function benchFixture(seed = 11): PveFixture {
   return {

@@ -1,5 +1,6 @@
 // The simulated Proxmox cluster the embedded demo runs on: three nodes, local and shared storage, two bridges.
 import type { PveFixture } from '../sim/proxmox/fixture.js';
+import { defaultTaskDurations } from '../sim/proxmox/tasks.js';
 
 const GiB = 1024 ** 3;
 
@@ -11,8 +12,8 @@ export function demoFixture(): PveFixture {
     clusterName: 'demo',
     entryNode: 'pve1',
     authFailDelayMs: 0,
-    // Realistic task durations (ms of simulated time); the demo runs the clock faster.
-    taskDurations: { qmcreate: 3000, download: 20000, imgcopy: 1000, qmstart: 2000, qmstop: 1000, qmshutdown: 5000, qmdestroy: 3000, qmconfig: 200 },
+    // Realistic task durations (ms of simulated time, see docs/performance.md); the demo runs the clock faster.
+    taskDurations: { ...defaultTaskDurations },
     downloadSizeBytes: 1024 * 1024,
     nodes: [
       { name: 'pve1', status: 'online', maxcpu: 16, maxmem: 64 * GiB, mem: 6 * GiB },

@@ -10,7 +10,7 @@ export type TaskOutcomeOverride =
   | { kind: 'vanish' }
   | { kind: 'unexpected' };
 
-export const defaultTaskDurations: Readonly<Record<string, number>> = {
+export const defaultTaskDurations = {
   qmcreate: 3000,
   download: 20000,
   imgcopy: 1000,
@@ -22,7 +22,7 @@ export const defaultTaskDurations: Readonly<Record<string, number>> = {
   qmconfig: 200,
   hastart: 1000,
   hastop: 1000,
-};
+} as const satisfies Readonly<Record<string, number>>;
 
 /** The body of a task: runs when the task's time is up. Throwing fails the task with the error's message. */
 export type TaskWork = (log: (line: string) => void) => void | { warnings: number };
