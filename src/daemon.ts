@@ -10,8 +10,10 @@ import { startProvider, type RunningProvider } from './omni/provider.js';
 import {
   createProviderHealthChecks,
   createProviderMetrics,
+  recordOmniRpcs,
   recordProviderEvents,
   recordPveCalls,
+  recordPveTasks,
   startOpsServer,
   trackRequestPhases,
   type ProviderMetrics,
@@ -46,22 +48,29 @@ export type DaemonSettings = Pick<LiveConfig, 'omni' | 'proxmox' | 'provider'>;
 /** Starts the provider for a live configuration. Rejects on configuration errors (bad key, wrong ID). */
 export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { signal?: AbortSignal } = {}): Promise<RunningDaemon> {
   const key = await decodeServiceAccountKey(cfg.omni.serviceAccountKey, { providerId: cfg.provider.id });
-  const omni = connectOmni({
-    endpoint: cfg.omni.endpoint,
-    key,
-    providerId: cfg.provider.id,
-    insecureSkipVerify: cfg.omni.insecureSkipVerify,
-    logger: log.child({ component: 'omni' }),
-  });
   const version = packageVersion();
   const checks = createProviderHealthChecks({
     heartbeatIntervalSeconds: cfg.provider.heartbeatIntervalSeconds,
     proxmoxCheckIntervalSeconds: cfg.provider.heartbeatIntervalSeconds,
   });
   const metrics = createProviderMetrics({ version, health: checks });
+  const omni = connectOmni({
+    endpoint: cfg.omni.endpoint,
+    key,
+    providerId: cfg.provider.id,
+    insecureSkipVerify: cfg.omni.insecureSkipVerify,
+    logger: log.child({ component: 'omni' }),
+    onRpc: recordOmniRpcs(metrics),
+  });
   const pve = new PveClient({ ...cfg.proxmox, logger: log.child({ component: 'proxmox' }), onResponse: recordPveCalls(metrics) });
   const images = new OmniImageService({ state: omni.state, management: omni.management, logger: log.child({ component: 'images' }) });
-  const provisioner = new ProxmoxProvisioner({ pve, images, log: log.child({ component: 'steps' }), hostname: cfg.provider.hostname });
+  const provisioner = new ProxmoxProvisioner({
+    pve,
+    images,
+    log: log.child({ component: 'steps' }),
+    hostname: cfg.provider.hostname,
+    taskWait: { onFinished: recordPveTasks(metrics) },
+  });
 
   let provider: RunningProvider;
   try {

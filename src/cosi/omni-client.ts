@@ -1,5 +1,6 @@
 // Wiring of one Omni connection: channel from the endpoint URL, signing interceptor, the COSI State client and
-// the management client (schematics, boot asset URLs).
+// the management client (schematics, boot asset URLs), and an optional observer of every call's outcome.
+import * as grpc from '@grpc/grpc-js';
 import { ManagementService } from '../gen/omni/management/management_pb.js';
 import { State } from '../gen/cosi/v1alpha1/state_pb.js';
 import type { Logger } from '../log.js';
@@ -18,6 +19,11 @@ export interface OmniClientOptions extends ChannelSettings {
   state?: Omit<CosiStateOptions, 'logger'>;
   /** Clock used for signature timestamps (tests). */
   now?: () => Date;
+  /**
+   * Told when each call ends (a stream when it closes): the full method path (`/cosi.resource.State/Get`), the
+   * gRPC status code name (`OK`, `UNAVAILABLE`, ...) and the seconds since the call started. For metrics.
+   */
+  onRpc?: (method: string, code: string, seconds: number) => void;
 }
 
 export interface OmniClient {
@@ -34,7 +40,8 @@ export function connectOmni(opts: OmniClientOptions): OmniClient {
     ...(opts.now !== undefined ? { now: opts.now } : {}),
     ...(opts.logger !== undefined ? { logger: opts.logger } : {}),
   });
-  const interceptors = [signer];
+  // The observer is outermost, so it also sees calls the signer refuses to start.
+  const interceptors = opts.onRpc ? [rpcOutcomeInterceptor(opts.onRpc), signer] : [signer];
   const stateRpc = createServiceClient(State, { channel: channel.channel, interceptors });
   const management = createServiceClient(ManagementService, { channel: channel.channel, interceptors });
   const state = new CosiState(stateRpc, { ...opts.state, ...(opts.logger !== undefined ? { logger: opts.logger } : {}) });
@@ -48,4 +55,33 @@ export function connectOmni(opts: OmniClientOptions): OmniClient {
       channel.close();
     },
   };
+}
+
+/** A grpc-js client interceptor reporting each call's method, final status code name and duration to `onRpc`. */
+export function rpcOutcomeInterceptor(onRpc: (method: string, code: string, seconds: number) => void): grpc.Interceptor {
+  return (options, nextCall) => {
+    const method = options.method_definition.path;
+    let started = 0;
+    return new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        started = performance.now();
+        next(metadata, {
+          onReceiveStatus(status, nextStatus) {
+            try {
+              onRpc(method, grpcCodeName(status.code), (performance.now() - started) / 1000);
+            } catch {
+              // An observer must not change the call's result.
+            }
+            nextStatus(status);
+          },
+        });
+      },
+    });
+  };
+}
+
+/** `UNAVAILABLE` for 14; the number itself for a code grpc-js does not name. */
+export function grpcCodeName(code: number): string {
+  const name = (grpc.status as unknown as Record<number, string | undefined>)[code];
+  return typeof name === 'string' ? name : String(code);
 }

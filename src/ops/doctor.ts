@@ -435,6 +435,7 @@ async function checkStorage(ctx: CheckContext, pve: PveClient, nodes: NodeListEn
 
 async function checkBridges(ctx: CheckContext, pve: PveClient, nodes: NodeListEntry[]): Promise<void> {
   const perNode: string[] = [];
+  const lacking: string[] = [];
   for (const n of nodes) {
     let list: unknown;
     try {
@@ -448,11 +449,19 @@ async function checkBridges(ctx: CheckContext, pve: PveClient, nodes: NodeListEn
       ? list.map((e) => (e !== null && typeof e === 'object' ? (e as Record<string, unknown>).iface : undefined)).filter((i): i is string => typeof i === 'string')
       : [];
     perNode.push(`${n.node}: ${names.sort().join(', ') || 'none'}`);
-    if (!names.includes('vmbr0')) {
-      report(ctx, 'proxmox.bridges', 'WARN', `${n.node} has no vmbr0 (the default network_bridge); name an existing bridge in provider data`);
-    }
+    if (!names.includes('vmbr0')) lacking.push(n.node);
   }
-  report(ctx, 'proxmox.bridges', 'OK', perNode.join('; '));
+  if (lacking.length === 0) {
+    report(ctx, 'proxmox.bridges', 'OK', perNode.join('; '));
+    return;
+  }
+  report(
+    ctx,
+    'proxmox.bridges',
+    'WARN',
+    `no vmbr0 (the default network_bridge) visible on ${lacking.join(', ')} (${perNode.join('; ')}); name an existing ` +
+      'bridge in provider data, or give the token SDN.Use on /sdn/zones/localnetwork (Proxmox hides bridges without it)',
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

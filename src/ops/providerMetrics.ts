@@ -2,6 +2,7 @@
 // time. Labels never carry request IDs or VM IDs: they would grow without bound.
 import type { ProviderObserver } from '../omni/provider.js';
 import type { PveCallOutcome } from '../proxmox/client.js';
+import type { TaskOutcome } from '../proxmox/tasks.js';
 import type { HealthChecks } from './health.js';
 import { type Counter, type Gauge, type Histogram, MetricsRegistry } from './metrics.js';
 
@@ -23,8 +24,12 @@ export interface ProviderMetrics {
   /** Proxmox API calls by HTTP method and status code (`error` when no answer came back). */
   readonly pveRequests: Counter<'method' | 'code'>;
   readonly pveRequestDuration: Histogram<'method'>;
-  /** Proxmox tasks waited for, by task type (qmcreate, qmstart, download, ...) and result (ok, failed). */
+  /** Proxmox tasks waited for, by task type (qmcreate, qmstart, download, ...) and result (ok, warnings, failed, vanished, timeout). */
   readonly pveTasks: Counter<'type' | 'result'>;
+  /** Time spent waiting for a Proxmox task until its outcome was known, by task type. */
+  readonly pveTaskDuration: Histogram<'type'>;
+  /** Omni gRPC calls by method (`/cosi.resource.State/Get`, ...) and gRPC status code name (OK, UNAVAILABLE, ...). */
+  readonly omniRpcs: Counter<'method' | 'code'>;
   /** Heartbeats written to Omni, by result (ok, failed). */
   readonly omniHeartbeats: Counter<'result'>;
   /** Unix time of the last heartbeat Omni accepted. */
@@ -34,6 +39,9 @@ export interface ProviderMetrics {
   /** 1 when a readiness check currently passes, else 0. */
   readonly healthCheckUp: Gauge<'check'>;
 }
+
+/** Tasks run from a second (qmconfig) to half an hour (a slow ISO download). */
+const TASK_SECONDS_BUCKETS = [1, 5, 10, 30, 60, 120, 300, 600, 1800] as const;
 
 export interface ProviderMetricsOptions {
   version: string;
@@ -90,8 +98,19 @@ export function createProviderMetrics(opts: ProviderMetricsOptions): ProviderMet
     }),
     pveTasks: registry.counter({
       name: `${p}pve_tasks_total`,
-      help: 'Proxmox VE tasks waited for, by task type and result.',
+      help: 'Proxmox VE tasks waited for, by task type and result (ok, warnings, failed, vanished, timeout).',
       labelNames: ['type', 'result'],
+    }),
+    pveTaskDuration: registry.histogram({
+      name: `${p}pve_task_duration_seconds`,
+      help: 'Time from starting to wait for a Proxmox VE task until its outcome was known, in seconds.',
+      labelNames: ['type'],
+      buckets: TASK_SECONDS_BUCKETS,
+    }),
+    omniRpcs: registry.counter({
+      name: `${p}omni_rpcs_total`,
+      help: 'Omni gRPC calls, by method and gRPC status code.',
+      labelNames: ['method', 'code'],
     }),
     omniHeartbeats: registry.counter({
       name: `${p}omni_heartbeats_total`,
@@ -149,6 +168,21 @@ export function recordPveCalls(m: ProviderMetrics): (outcome: PveCallOutcome) =>
   return (o) => {
     m.pveRequests.inc({ method: o.method, code: String(o.status) });
     m.pveRequestDuration.observe({ method: o.method }, o.seconds);
+  };
+}
+
+/** A `waitForTask` `onFinished` hook counting task outcomes by type and timing the waits. */
+export function recordPveTasks(m: ProviderMetrics): (type: string, outcome: TaskOutcome, seconds: number) => void {
+  return (type, outcome, seconds) => {
+    m.pveTasks.inc({ type, result: outcome });
+    m.pveTaskDuration.observe({ type }, seconds);
+  };
+}
+
+/** An Omni client `onRpc` hook counting calls by method and gRPC status code name. */
+export function recordOmniRpcs(m: ProviderMetrics): (method: string, code: string, seconds: number) => void {
+  return (method, code) => {
+    m.omniRpcs.inc({ method, code });
   };
 }
 

@@ -52,8 +52,8 @@ export interface ProxmoxProvisionerOptions {
   createAttempts?: number;
   /** How often a failed ISO download is retried within one step run (default 3). */
   downloadAttempts?: number;
-  /** Task polling overrides (tests use a fast schedule). */
-  taskWait?: Pick<WaitForTaskOptions, 'pollSchedule' | 'clock'>;
+  /** Task polling overrides (tests use a fast schedule) and an observer of finished waits (metrics). */
+  taskWait?: Pick<WaitForTaskOptions, 'pollSchedule' | 'clock' | 'onFinished'>;
   /** How long to wait for unidentified VMs in `lock: create` before concluding ours does not exist (default 60 s). */
   pendingCreateWaitMs?: number;
 }

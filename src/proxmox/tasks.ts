@@ -36,6 +36,12 @@ export interface TaskProgress {
   task?: TaskStatus;
 }
 
+/**
+ * How a wait ended: `ok` / `warnings` (PVE's success), `failed` (another exit status), `vanished` (the node no
+ * longer knows the task), `timeout` (the deadline passed while it ran or its node was unreachable).
+ */
+export type TaskOutcome = 'ok' | 'warnings' | 'failed' | 'vanished' | 'timeout';
+
 export interface TaskWaitClock {
   now(): number;
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
@@ -53,6 +59,11 @@ export interface WaitForTaskOptions {
   logger?: Logger;
   /** How many log lines to attach to a failure (default 20). */
   logTailLines?: number;
+  /**
+   * Told once per wait that reached an outcome, with the task type and the seconds waited (on `clock`).
+   * Not called when the wait was aborted or a status call failed for good. Errors it throws are ignored.
+   */
+  onFinished?: (type: string, outcome: TaskOutcome, seconds: number) => void;
 }
 
 const MINUTE = 60_000;
@@ -106,6 +117,29 @@ function isTransient(err: unknown): boolean {
 
 /** Polls the task until it stops; resolves on success, throws PveTaskError / PveTaskTimeoutError otherwise. */
 export async function waitForTask(client: TaskClient, upid: string, opts: WaitForTaskOptions = {}): Promise<TaskResult> {
+  const onFinished = opts.onFinished;
+  if (!onFinished) return pollTask(client, upid, opts);
+  const clock = opts.clock ?? realClock;
+  const started = clock.now();
+  const report = (outcome: TaskOutcome): void => {
+    try {
+      onFinished(parseUpid(upid).type, outcome, Math.max(0, clock.now() - started) / 1000);
+    } catch {
+      // An observer must not change the wait's result.
+    }
+  };
+  try {
+    const result = await pollTask(client, upid, opts);
+    report(result.warnings > 0 ? 'warnings' : 'ok');
+    return result;
+  } catch (err) {
+    if (err instanceof PveTaskTimeoutError) report('timeout');
+    else if (err instanceof PveTaskError) report(err.vanished ? 'vanished' : 'failed');
+    throw err;
+  }
+}
+
+async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptions): Promise<TaskResult> {
   const info = parseUpid(upid);
   const clock = opts.clock ?? realClock;
   const schedule = opts.pollSchedule ?? backoffSchedule();

@@ -1,5 +1,5 @@
 // `doctor` against the Proxmox simulator and the in-process Omni (both on 127.0.0.1): a healthy setup passes, and
-// each broken piece (fingerprint, privilege, registration, key, identity, clock, token) is named with its fix.
+// each broken piece (fingerprint, privilege, bridge, registration, key, identity, clock, token) is named with its fix.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/cli/doctor.js';
 import { runCli } from '../../src/cli/index.js';
@@ -64,8 +64,11 @@ describe('doctor', () => {
     expect(messageOf(r.findings, 'proxmox.auth')).toMatch(/API token omni@pve!provider accepted/);
     expect(messageOf(r.findings, 'proxmox.nodes')).toMatch(/pve1/);
     expect(messageOf(r.findings, 'proxmox.storage')).toMatch(/images .*local-lvm/);
-    // The simulator does not serve /access/permissions: the read-only probes pass, write privileges stay unverified.
-    expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['WARN']);
+    // The least-privilege token's effective permissions (GET /access/permissions) cover the needed and optional ones.
+    expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['OK']);
+    expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/omni@pve!provider holds every privilege/);
+    expect(statusOf(r.findings, 'proxmox.bridges')).toEqual(['OK']);
+    expect(messageOf(r.findings, 'proxmox.bridges')).toBe('pve1: vmbr0, vmbr1; pve2: vmbr0, vmbr1; pve3: vmbr0, vmbr1');
     expect(r.text).not.toContain(providerToken.tokenSecret);
     expect(r.text).not.toContain(key.slice(0, 40));
   }, 30_000);
@@ -103,12 +106,44 @@ describe('doctor', () => {
     try {
       const r = await run([], env());
       expect(r.code).toBe(1);
-      expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['FAIL']);
-      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/lacks Sys\.Audit/);
+      expect(statusOf(r.findings, 'proxmox.privileges')[0]).toBe('FAIL');
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/lacks Sys\.Audit, VM\.Allocate/);
       expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/intersection/);
+      // Without SDN.Audit/SDN.Use the token sees no bridge at all.
+      expect(statusOf(r.findings, 'proxmox.bridges')).toEqual(['WARN']);
+      expect(messageOf(r.findings, 'proxmox.bridges')).toMatch(/no vmbr0 .* visible on pve1, pve2, pve3 .*SDN\.Use/);
     } finally {
       sim.access.revokeAll(providerToken.tokenId);
       sim.access.acl.push(...tokenAcl);
+    }
+  }, 30_000);
+
+  it("fails when one needed privilege is revoked from the token's user (privsep intersection)", async () => {
+    const userAcl = sim.access.acl.filter((e) => e.ugid === 'omni@pve');
+    const role = [...sim.access.roles.get('OmniProvider')!].filter((p) => p !== 'VM.PowerMgmt');
+    sim.access.revokeAll('omni@pve');
+    sim.access.grant('/', 'omni@pve', { privs: role });
+    try {
+      const r = await run([], env());
+      expect(r.code).toBe(1);
+      expect(statusOf(r.findings, 'proxmox.privileges')).toEqual(['FAIL']);
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(/omni@pve!provider lacks VM\.PowerMgmt;.*--privs "VM\.PowerMgmt"/);
+    } finally {
+      sim.access.revokeAll('omni@pve');
+      sim.access.acl.push(...userAcl);
+    }
+    expect(statusOf((await run([], env())).findings, 'proxmox.privileges')).toEqual(['OK']);
+  }, 30_000);
+
+  it('names a node whose bridges lack vmbr0', async () => {
+    sim.setNodeBridges('pve2', ['vmbr1']);
+    try {
+      const r = await run([], env());
+      expect(statusOf(r.findings, 'proxmox.bridges')).toEqual(['WARN']);
+      expect(messageOf(r.findings, 'proxmox.bridges')).toMatch(/no vmbr0 .* visible on pve2 \(.*name an existing bridge in provider data/);
+      expect(messageOf(r.findings, 'proxmox.bridges')).toMatch(/pve2: vmbr1;/);
+    } finally {
+      sim.setNodeBridges('pve2', ['vmbr0', 'vmbr1']);
     }
   }, 30_000);
 

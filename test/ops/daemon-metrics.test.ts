@@ -1,5 +1,5 @@
 // The daemon's /metrics reflect what it did: a machine provisioned and torn down against the simulator and the
-// in-process Omni shows up as Proxmox calls, step runs, a deprovision, heartbeats and request phases.
+// in-process Omni shows up as Proxmox calls and tasks, Omni RPCs, step runs, a deprovision, heartbeats and request phases.
 import { fromBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, type DaemonSettings, type RunningDaemon } from '../../src/daemon.js';
@@ -9,6 +9,10 @@ import { PveSim, ScaledClock, startPveSimServer, type PveSimServer } from '../..
 import { startInProcessOmni, type InProcessOmni } from '../../src/sim/omni/index.js';
 import { NS, TYPES } from '../../src/sim/omni/resources.js';
 import { providerToken, testFixture } from '../helpers/pveHarness.js';
+import { MachineRequestKind } from '../../src/cosi/resources.js';
+import { recordPveTasks } from '../../src/ops/providerMetrics.js';
+import { waitForTask } from '../../src/proxmox/tasks.js';
+import { GrpcCode } from '../../src/sim/omni/errors.js';
 
 const DATA = `cores: 2\nmemory: 2048\ndisk_size: 10\nstorage_selector: 'name == "local-lvm"'\n`;
 
@@ -93,13 +97,45 @@ describe('daemon metrics', () => {
     expect(m.get('proxmox_provider_omni_heartbeats_total{result="ok"}')).toBeGreaterThanOrEqual(1);
     expect(m.get('proxmox_provider_omni_heartbeat_last_success_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 120);
     expect(m.get('proxmox_provider_deprovisions_total{result="done"}')).toBeUndefined();
+    // Every Proxmox task the steps waited for, by type and outcome, and how long the waits took.
+    for (const type of ['download', 'qmcreate', 'qmstart']) {
+      expect(m.get(`proxmox_provider_pve_tasks_total{type="${type}",result="ok"}`), type).toBe(1);
+      expect(m.get(`proxmox_provider_pve_task_duration_seconds_count{type="${type}"}`), type).toBe(1);
+    }
+    expect([...m.keys()].filter((k) => k.startsWith('proxmox_provider_pve_tasks_total') && !k.endsWith('result="ok"}'))).toEqual([]);
+    // Omni calls by method and gRPC code: the request status written, the schematic created.
+    expect(m.get('proxmox_provider_omni_rpcs_total{method="/cosi.resource.State/Update",code="OK"}')).toBeGreaterThanOrEqual(1);
+    expect(m.get('proxmox_provider_omni_rpcs_total{method="/management.ManagementService/CreateSchematicFromRaw",code="OK"}')).toBe(1);
 
     await omni.controllers.deleteMachineRequest('workers-1');
     m = await scrape();
     expect(m.get('proxmox_provider_deprovisions_total{result="done"}')).toBe(1);
     expect(m.get('proxmox_provider_machine_requests{phase="provisioned"}')).toBe(0);
     expect(m.get('proxmox_provider_pve_requests_total{method="DELETE",code="200"}')).toBeGreaterThanOrEqual(1);
+    expect(m.get('proxmox_provider_pve_tasks_total{type="qmdestroy",result="ok"}')).toBe(1);
   }, 30_000);
+
+  it('counts an Omni call that failed under its gRPC code', async () => {
+    const key = 'proxmox_provider_omni_rpcs_total{method="/cosi.resource.State/List",code="UNAVAILABLE"}';
+    expect((await scrape()).get(key)).toBeUndefined();
+    omni.faults.failNext('/cosi.resource.State/List', GrpcCode.UNAVAILABLE, 'connection reset', 2);
+    await expect(daemon.omni.state.list(MachineRequestKind)).rejects.toThrow(/connection reset/);
+    await expect(daemon.omni.state.list(MachineRequestKind)).rejects.toThrow(/connection reset/);
+    expect((await scrape()).get(key)).toBe(2);
+  }, 20_000);
+
+
+  it('counts a Proxmox task that failed, and one that vanished, under its type', async () => {
+    sim.faults.onTask({ type: 'qmconfig' }, { kind: 'fail', message: 'simulated config failure' });
+    sim.faults.onTask({ type: 'qmconfig' }, { kind: 'vanish' });
+    for (let i = 0; i < 2; i++) {
+      const upid = await daemon.pve.post<string>('/nodes/pve1/qemu/100/config', { description: `try ${i}` });
+      await expect(waitForTask(daemon.pve, upid, { onFinished: recordPveTasks(daemon.metrics) })).rejects.toThrow();
+    }
+    const m = await scrape();
+    expect(m.get('proxmox_provider_pve_tasks_total{type="qmconfig",result="failed"}')).toBe(1);
+    expect(m.get('proxmox_provider_pve_tasks_total{type="qmconfig",result="vanished"}')).toBe(1);
+  }, 20_000);
 
   it('counts a Proxmox answer with its status code and a call that got no answer as "error"', async () => {
     const before = await scrape();

@@ -237,12 +237,44 @@ export class AccessControl {
 
   /** root@pam (and its tokens without privilege separation) holds every privilege everywhere. */
   privileges(caller: Caller, path: string): ReadonlySet<string> {
-    const userPrivs = caller.userid === 'root@pam' ? new Set<string>(allPrivileges) : this.aclPrivileges(caller.userid, path);
-    if (caller.tokenid === undefined) return userPrivs;
-    const token = this.tokens.get(caller.authid);
-    if (!token || !token.privsep) return userPrivs;
-    const tokenPrivs = this.aclPrivileges(caller.authid, path);
-    return new Set([...userPrivs].filter((p) => tokenPrivs.has(p)));
+    return new Set(this.effectivePrivileges(caller.authid, path).keys());
+  }
+
+  /**
+   * The privileges a user or token (`user@realm[!name]`) holds on `path`, each with PVE's propagate flag
+   * (1: also inherited below `path`). root@pam holds everything with 1; a token without privilege separation
+   * holds its user's; a privsep token the intersection, flagged 1 only where both flags are 1. Unknown: nothing.
+   */
+  effectivePrivileges(authid: string, path: string): Map<string, 0 | 1> {
+    if (authid === 'root@pam') return new Map(allPrivileges.map((p) => [p, 1]));
+    const bang = authid.indexOf('!');
+    if (bang < 0) return this.users.has(authid) ? this.aclPrivileges(authid, path) : new Map();
+    const token = this.tokens.get(authid);
+    if (!token) return new Map();
+    const userPrivs = this.effectivePrivileges(token.userid, path);
+    if (!token.privsep) return userPrivs;
+    const tokenPrivs = this.aclPrivileges(authid, path);
+    const out = new Map<string, 0 | 1>();
+    for (const [p, flag] of tokenPrivs) {
+      const userFlag = userPrivs.get(p);
+      if (userFlag !== undefined) out.set(p, userFlag && flag ? 1 : 0);
+    }
+    return out;
+  }
+
+  /**
+   * `GET /access/permissions` without `path`: every path PVE lists by default (`/`, `/access`, `/access/groups`,
+   * `/nodes`, `/pool`, `/sdn`, `/storage`, `/vms`) plus every path that has an ACL, where `authid` holds something.
+   */
+  permissionTree(authid: string): Record<string, Record<string, 0 | 1>> {
+    const paths = new Set(['/', '/access', '/access/groups', '/nodes', '/pool', '/sdn', '/storage', '/vms']);
+    for (const e of this.acl) paths.add(e.path);
+    const out: Record<string, Record<string, 0 | 1>> = {};
+    for (const path of [...paths].sort()) {
+      const privs = this.effectivePrivileges(authid, path);
+      if (privs.size > 0) out[path] = Object.fromEntries([...privs].sort(([a], [b]) => a.localeCompare(b)));
+    }
+    return out;
   }
 
   has(caller: Caller, path: string, priv: string): boolean {
@@ -260,15 +292,23 @@ export class AccessControl {
     if (!privs.some((p) => held.has(p))) throw permissionError(path, privs.join('|'));
   }
 
-  /** PVE's inheritance: walking from `/` down, an ACL on a deeper path replaces what was inherited. */
-  private aclPrivileges(ugid: string, path: string): Set<string> {
+  /**
+   * PVE's inheritance: walking from `/` down, an ACL on a deeper path replaces what was inherited. Privileges that
+   * arrive from above are propagated (1); those set on `path` itself carry the entry's propagate flag.
+   */
+  private aclPrivileges(ugid: string, path: string): Map<string, 0 | 1> {
     const target = normalizeAclPath(path);
     const parts = target.split('/').filter(Boolean);
     const prefixes = ['/', ...parts.map((_, i) => '/' + parts.slice(0, i + 1).join('/'))];
-    let current = new Set<string>();
+    let current = new Map<string, 0 | 1>();
     for (const prefix of prefixes) {
       const entries = this.acl.filter((e) => e.ugid === ugid && e.path === prefix && (e.propagate || prefix === target));
-      if (entries.length > 0) current = new Set(entries.flatMap((e) => e.privs));
+      if (entries.length === 0) continue;
+      current = new Map();
+      for (const e of entries) {
+        const flag: 0 | 1 = prefix !== target || e.propagate ? 1 : 0;
+        for (const p of e.privs) current.set(p, current.get(p) === 1 ? 1 : flag);
+      }
     }
     return current;
   }

@@ -388,6 +388,13 @@ export class PveSim {
     this.event(online ? 'node-online' : 'node-offline', { node });
   }
 
+  /** Replaces the node's bridges (what `GET /nodes/{node}/network` lists and NICs may attach to). */
+  setNodeBridges(node: string, bridges: readonly string[]): void {
+    const n = this.state.nodes.get(node);
+    if (!n) throw new Error(`unknown node ${node}`);
+    n.bridges = new Set(bridges);
+  }
+
   setQuorate(quorate: boolean): void {
     this.state.quorate = quorate;
   }

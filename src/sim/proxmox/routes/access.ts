@@ -1,5 +1,8 @@
-// Routes: ticket login (`POST /access/ticket`) and `GET /version`.
+// Routes: ticket login (`POST /access/ticket`), effective permissions (`GET /access/permissions`), `GET /version`.
 import type { Route } from '../routing.js';
+
+/** PVE's `userid_or_token_regex`: `user@realm` with an optional `!tokenname`. */
+const useridOrTokenPattern = /^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+(?:![A-Za-z][A-Za-z0-9.\-_]+)?$/;
 
 export const accessRoutes: Route[] = [
   {
@@ -24,6 +27,28 @@ export const accessRoutes: Route[] = [
         await sim.clock.sleep(sim.authFailDelayMs);
         throw err;
       }
+    },
+  },
+  {
+    // Anyone may read their own permissions and those of their own tokens; others need Sys.Audit on /access.
+    // Values are propagate flags; a privilege is held when its key is present.
+    method: 'GET',
+    pattern: '/access/permissions',
+    schema: {
+      userid: { type: 'string', optional: true, pattern: useridOrTokenPattern },
+      path: { type: 'string', optional: true },
+    },
+    handler: ({ sim, caller, params }) => {
+      const userid = params['userid'] === undefined ? caller.authid : String(params['userid']);
+      const bang = userid.indexOf('!');
+      const ownToken = bang >= 0 && userid.slice(0, bang) === caller.authid;
+      if (userid !== caller.authid && !ownToken) sim.access.check(caller, '/access', 'Sys.Audit');
+      const path = params['path'];
+      if (path !== undefined && path !== '') {
+        const privs = sim.access.effectivePrivileges(userid, String(path));
+        return { [String(path)]: Object.fromEntries([...privs].sort(([a], [b]) => a.localeCompare(b))) };
+      }
+      return sim.access.permissionTree(userid);
     },
   },
   {

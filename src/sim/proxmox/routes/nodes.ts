@@ -1,12 +1,19 @@
-// Routes: `/nodes`, node status, and the task status/log/stop endpoints.
+// Routes: `/nodes`, node status, the node's network interfaces, and the task status/log/stop endpoints.
 import { paramError } from '../errors.js';
 import type { Caller } from '../auth.js';
 import type { PveSim } from '../sim.js';
+import type { SimNode } from '../state.js';
 import { WithTotal, type Route } from '../routing.js';
 import type { SimTask } from '../tasks.js';
 import { upidPattern } from '../tasks.js';
 import { nodeSpec } from '../validate.js';
 import { nodeEntry } from './views.js';
+
+/** PVE 9's `type` filter values for the network list. */
+const networkTypeFilters = [
+  'bridge', 'bond', 'eth', 'alias', 'vlan', 'fabric', 'OVSBridge', 'OVSBond', 'OVSPort', 'OVSIntPort', 'vnet',
+  'any_bridge', 'any_local_bridge', 'include_sdn',
+] as const;
 
 export const nodeRoutes: Route[] = [
   {
@@ -40,6 +47,21 @@ export const nodeRoutes: Route[] = [
         idle: 0,
         wait: 0,
       };
+    },
+  },
+  {
+    method: 'GET',
+    pattern: '/nodes/{node}/network',
+    schema: { node: nodeSpec, type: { type: 'string', optional: true, enum: networkTypeFilters } },
+    handler: ({ sim, caller, node, params }) => {
+      const filter = params['type'] === undefined ? undefined : String(params['type']);
+      return sim.order(
+        nodeInterfaces(node!).filter((i) => {
+          const isBridge = i.type === 'bridge' || i.type === 'OVSBridge';
+          if (filter !== undefined && filter !== 'include_sdn' && filter !== i.type && !(isBridge && /^any(_local)?_bridge$/.test(filter))) return false;
+          return !isBridge || mayUseBridge(sim, caller, String(i.iface));
+        }),
+      );
     },
   },
   {
@@ -111,4 +133,49 @@ function findTask(sim: PveSim, caller: Caller, node: string, upid: string, priv 
   const own = t.user === caller.authid || (caller.tokenid === undefined && t.user.startsWith(`${caller.userid}!`));
   if (!own) sim.access.check(caller, `/nodes/${node}`, priv);
   return t;
+}
+
+/**
+ * The node's /etc/network/interfaces as the API lists it (loopback left out): one physical port `enoN` per
+ * bridge, enslaved to it; the node's address sits on vmbr0 (or the first bridge).
+ */
+function nodeInterfaces(n: SimNode): Array<Record<string, unknown>> {
+  const bridges = [...n.bridges].sort();
+  const addressed = bridges.includes('vmbr0') ? 'vmbr0' : bridges[0];
+  const gateway = n.ip.replace(/\.\d+$/, '.1');
+  const ports = bridges.map((_, i) => ({
+    iface: `eno${i + 1}`,
+    type: 'eth',
+    method: 'manual',
+    method6: 'manual',
+    families: ['inet'],
+    exists: 1,
+    active: 1,
+    priority: i + 1,
+  }));
+  const bridgeEntries = bridges.map((b, i) => ({
+    iface: b,
+    type: 'bridge',
+    method: b === addressed ? 'static' : 'manual',
+    method6: 'manual',
+    families: ['inet'],
+    autostart: 1,
+    active: 1,
+    bridge_ports: `eno${i + 1}`,
+    bridge_stp: 'off',
+    bridge_fd: '0',
+    priority: bridges.length + i + 1,
+    ...(b === addressed ? { address: n.ip, netmask: '24', cidr: `${n.ip}/24`, gateway } : {}),
+  }));
+  return [...ports, ...bridgeEntries];
+}
+
+/** PVE lists a bridge only to root@pam or with SDN.Audit or SDN.Use on the bridge (or on one of its VLANs). */
+function mayUseBridge(sim: PveSim, caller: Caller, bridge: string): boolean {
+  if (caller.authid === 'root@pam') return true;
+  const base = `/sdn/zones/localnetwork/${bridge}`;
+  const allowed = (path: string) => sim.access.has(caller, path, 'SDN.Audit') || sim.access.has(caller, path, 'SDN.Use');
+  if (allowed(base)) return true;
+  const vlans = new Set(sim.access.acl.map((e) => e.path).filter((p) => p.startsWith(`${base}/`) && !p.slice(base.length + 1).includes('/')));
+  return [...vlans].some(allowed);
 }
