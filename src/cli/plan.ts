@@ -2,7 +2,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { compileSelector, selectStorage, SelectorError } from '../cel/index.js';
-import { silentLogger } from '../log.js';
 import { nodeSnapshots, storageFacts } from '../provision/cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from '../provision/errors.js';
 import { rankIsoStorages } from '../provision/isoStore.js';
@@ -113,7 +112,6 @@ export default async function plan(argv: string[]): Promise<number> {
       process.stdout.write(`ISO storage: ${isoStorage}\ncreate parameters:\n`);
       for (const [k, v] of Object.entries(params)) process.stdout.write(`  ${k}: ${v}\n`);
     }
-    silentLogger.debug({}, 'plan done');
     return 0;
   } finally {
     await target.close();
