@@ -20,32 +20,13 @@ import type { FaultInjector } from './faults.js';
 import { joinTokenValidFor, parseJoinToken } from './jointoken.js';
 import { FINALIZERS, IDS, LABELS, NS, TYPES } from './resources.js';
 import type { CosiStore, Resource, ResourceSpec, WatchHandle } from './store.js';
+import { SeededRandom } from '../rng.js';
 
 /** Encodes a spec message the way Omni stores it: protobuf bytes plus a YAML rendering. */
 export function encodeSpec<S extends DescMessage>(schema: S, init: MessageInitShape<S>): ResourceSpec {
   const message = create(schema, init);
   const json = toJson(schema, message, { useProtoFieldName: true });
   return { protoSpec: toBinary(schema, message), yamlSpec: yamlStringify(json) };
-}
-
-/** Deterministic pseudo-random source (mulberry32) so request IDs and tokens repeat across runs. */
-export class SeededRandom {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  pick(alphabet: string, length: number): string {
-    let out = '';
-    for (let i = 0; i < length; i++) out += alphabet.charAt(Math.floor(this.next() * alphabet.length));
-    return out;
-  }
 }
 
 const LOWER_ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';

@@ -2,7 +2,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { SimClock } from './clock.js';
 import { authError, permissionError, PveApiError } from './errors.js';
-import type { SeededRandom } from './rng.js';
+import type { SeededRandom } from '../rng.js';
 import type { VersionProfile } from './version.js';
 
 export const allPrivileges = [

@@ -1,5 +1,5 @@
 // Scriptable fault rules (per route, method, node, vmid; once, N times or with a seeded probability).
-import type { SeededRandom } from './rng.js';
+import type { SeededRandom } from '../rng.js';
 import type { TaskOutcomeOverride } from './tasks.js';
 
 /** Which requests a rule applies to. `route` is the route pattern (e.g. `/nodes/{node}/qemu`) or a regex on the path. */

@@ -7,7 +7,7 @@ import { PveApiError, paramError, serverError } from './errors.js';
 import { FaultPlan, type RequestFault } from './faults.js';
 import { defaultRootPassword, defaultTokenId, defaultTokenSecret, type PveFixture } from './fixture.js';
 import { parseUpload, type UploadBody } from './multipart.js';
-import { SeededRandom } from './rng.js';
+import { SeededRandom } from '../rng.js';
 import { matchRoute, WithTotal, type Route, type RouteContext } from './routing.js';
 import { accessRoutes } from './routes/access.js';
 import { clusterRoutes } from './routes/cluster.js';

@@ -1,4 +1,4 @@
-// Seeded pseudo-random numbers for the simulator, so list order, MACs, UUIDs and faults repeat per seed.
+// Seeded pseudo-random numbers for both simulators, so list order, MACs, UUIDs, IDs, tokens and faults repeat per seed.
 
 /** mulberry32: small, fast, good enough for simulation (not for secrets). */
 export class SeededRandom {
@@ -32,6 +32,12 @@ export class SeededRandom {
     b[8] = (b[8]! & 0x3f) | 0x80;
     const h = b.toString('hex');
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  /** `length` characters drawn from `alphabet`. */
+  pick(alphabet: string, length: number): string {
+    let out = '';
+    for (let i = 0; i < length; i++) out += alphabet.charAt(this.int(alphabet.length));
+    return out;
   }
   /** Fisher–Yates, returns a new array. */
   shuffle<T>(items: readonly T[]): T[] {
