@@ -1,5 +1,6 @@
 // Omni's join tokens as the server reads them: plain tokens and `v1:`/`v2:` tokens carrying extra data signed with
 // HMAC-SHA256 over Go's canonical JSON of that data (sorted keys, HTML-escaped), keyed by the plain token.
+// Written apart from the provider's encoder (src/omni/join.ts) on purpose: a shared misunderstanding would pass here.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export type JoinTokenVersion = 'plain' | '1' | '2';
