@@ -60,7 +60,8 @@ export async function nodeSnapshots(
   const setTag = opts.setId ? machineRequestTag(opts.setId).toLowerCase() : undefined;
   const mappingNodes = pciMappingNodes(mappings);
   return nodes.map((n) => {
-    const here = vms.filter((v) => v.type === 'qemu' && v.node === n.node);
+    // Templates never run: they hold no memory and are not machines of a set.
+    const here = vms.filter((v) => v.type === 'qemu' && v.node === n.node && !v.template);
     const pci = [...mappingNodes].filter(([, set]) => set.has(n.node)).map(([id]) => id);
     return {
       name: n.node,

@@ -268,3 +268,23 @@ describe('faults', () => {
     expect(qemuVms(h.sim).filter((v) => v.config.name === 'req-node-blip')).toHaveLength(1);
   });
 });
+
+describe('placement inputs read from the cluster', () => {
+  it('does not count VM templates as committed memory', async () => {
+    const GiB = 1024 ** 3;
+    const nodes = testFixture().nodes.map((n) => ({ ...n, maxmem: 16 * GiB, mem: 2 * GiB }));
+    // pve1 holds a 14 GiB template and nothing else; every other node is full with running VMs.
+    h = await startPveHarness({
+      fixture: {
+        nodes,
+        vms: [
+          { vmid: 900, node: 'pve1', name: 'talos-template', maxmem: 14 * GiB, status: 'stopped', config: { template: '1' } },
+          { vmid: 901, node: 'pve2', name: 'big-a', maxmem: 15 * GiB, status: 'running' },
+          { vmid: 902, node: 'pve3', name: 'big-b', maxmem: 15 * GiB, status: 'running' },
+        ],
+      },
+    });
+    const state = await runSteps(h.provisioner, request('req-template', basicData)); // needs 4 GiB
+    expect(state.node).toBe('pve1');
+  });
+});

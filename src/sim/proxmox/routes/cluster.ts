@@ -80,7 +80,7 @@ export const clusterRoutes: Route[] = [
             maxdisk: st.vmMaxDisk(vm),
             disk: 0,
             uptime: vm.running && vm.startedAtMs !== undefined ? Math.floor((sim.clock.now() - vm.startedAtMs) / 1000) : 0,
-            template: 0,
+            template: vm.config.get('template') === '1' ? 1 : 0,
             netin: 0,
             netout: 0,
             diskread: 0,
