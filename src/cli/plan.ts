@@ -1,11 +1,11 @@
 // `plan`: what the provider would create for some provider data, using read-only Proxmox calls only.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { compileSelector, selectStorage, SelectorError } from '../cel/index.js';
 import { nodeSnapshots, storageFacts } from '../provision/cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from '../provision/errors.js';
 import { rankIsoStorages } from '../provision/isoStore.js';
-import { pickNode } from '../provision/pickNode.js';
+import { pickNode, placementRequest } from '../provision/pickNode.js';
+import { DiskStorageError, selectDiskStorages } from '../provision/diskStorages.js';
 import { planVm } from '../provision/planVm.js';
 import { parseProviderData } from '../provision/providerData.js';
 import { isoCacheKey } from '../omni/images.js';
@@ -54,35 +54,19 @@ export default async function plan(argv: string[]): Promise<number> {
     const snapshots = await nodeSnapshots(target.pve, { setId, needPciMappings: data.pci_devices.length > 0 });
     let node: string;
     try {
-      node = pickNode({
-        nodes: snapshots,
-        request: {
-          requestId,
-          memoryBytes: data.memory * 1024 * 1024,
-          node: data.node,
-          allowedNodes: data.allowed_nodes,
-          strategy: data.placement_strategy,
-          pciMappings: data.pci_devices.map((d) => d.mapping),
-          setId,
-        },
-      }).node;
+      node = pickNode({ nodes: snapshots, request: placementRequest(requestId, data, setId) }).node;
     } catch (err) {
       if (err instanceof PlacementError) throw new PlanError(`node: ${err.message}`);
       throw err;
     }
-    const facts = await storageFacts(target.pve, node);
-    const select = (field: string, expr: string): string => {
-      try {
-        return selectStorage(compileSelector(expr), facts, node).storage;
-      } catch (err) {
-        if (err instanceof SelectorError) throw new PlanError(`${field}: ${err.message}`);
-        throw err;
-      }
-    };
-    const primary = select('storage_selector', data.storage_selector);
-    const additional = data.additional_disks.map((d, i) =>
-      select(`additional_disks[${i}].storage_selector`, d.storage_selector || data.storage_selector),
-    );
+    let storages;
+    try {
+      storages = selectDiskStorages(data, await storageFacts(target.pve, node), node);
+    } catch (err) {
+      if (err instanceof DiskStorageError) throw new PlanError(err.message);
+      throw err;
+    }
+    const { primary, additional } = storages;
     const isoStorage = rankIsoStorages(await target.pve.storageList(node, { content: 'iso', enabled: true }))[0]?.storage;
     if (!isoStorage) throw new PlanError(`node: ${node} has no enabled, active storage that allows ISO images`);
     const isoName = schematic
@@ -103,7 +87,6 @@ export default async function plan(argv: string[]): Promise<number> {
       if (err instanceof VmPlanError) throw new PlanError(err.message);
       throw err;
     }
-    const storages = { primary, additional };
     const result = { node, storages, isoStorage, params };
     if (flags.has('json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -1,7 +1,7 @@
 // Pure placement: which Proxmox node a new VM goes to, from a cluster snapshot, the in-flight
 // ledger of VMs being created right now, and the request's constraints and strategy.
 import { PlacementError, type PlacementCandidate } from './errors.js';
-import type { PlacementStrategy } from './providerData.js';
+import type { PlacementStrategy, ProviderData } from './providerData.js';
 
 export type { PlacementCandidate } from './errors.js';
 
@@ -39,6 +39,19 @@ export interface PlacementRequest {
   strategy?: PlacementStrategy | undefined;
   pciMappings?: readonly string[] | undefined;
   setId?: string | undefined;
+}
+
+/** The placement request for provider data (pinned node, allowed nodes, strategy, memory, PCI mappings, set). */
+export function placementRequest(requestId: string, data: ProviderData, setId: string | undefined): PlacementRequest {
+  return {
+    requestId,
+    memoryBytes: data.memory * 1024 * 1024,
+    node: data.node,
+    allowedNodes: data.allowed_nodes,
+    strategy: data.placement_strategy,
+    pciMappings: data.pci_devices.map((d) => d.mapping),
+    setId,
+  };
 }
 
 export interface PlacementInput {

@@ -2,7 +2,7 @@
 // startVM), deprovision and the health check. Every step is idempotent: it first looks for what an earlier run
 // (of this process or another) already did and adopts it.
 import { randomUUID } from 'node:crypto';
-import { compileSelector, selectStorage, SelectorError, type StorageFacts } from '../cel/index.js';
+import { SelectorError } from '../cel/index.js';
 import type { Logger } from '../log.js';
 import type { PveClient } from '../proxmox/client.js';
 import {
@@ -22,7 +22,8 @@ import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, stora
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { IsoStore } from './isoStore.js';
 import type { MachineState } from './machineState.js';
-import { InFlightLedger, pickNode } from './pickNode.js';
+import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
+import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
 import { planVm, SEED_ISO_SLOT } from './planVm.js';
 import {
   done,
@@ -58,13 +59,16 @@ export interface ProxmoxProvisionerOptions {
   pendingCreateWaitMs?: number;
 }
 
-const MiB = 1024 * 1024;
-
 /** Turns what Proxmox and the planners throw into a StepFailure the operator can act on. */
 export function toStepFailure(step: StepName, err: unknown): StepFailure {
   if (err instanceof StepFailure) return err;
   const prefix = `${step}: `;
-  if (err instanceof ProviderDataError || err instanceof VmPlanError || err instanceof PlacementError) {
+  if (
+    err instanceof ProviderDataError ||
+    err instanceof VmPlanError ||
+    err instanceof PlacementError ||
+    err instanceof DiskStorageError
+  ) {
     return new StepFailure(prefix + err.message, { cause: err });
   }
   if (err instanceof SelectorError) return new StepFailure(prefix + err.message, { cause: err });
@@ -149,19 +153,8 @@ export class ProxmoxProvisioner implements Provisioner {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
     });
-    const placement = pickNode({
-      nodes: snapshots,
-      inFlight: this.ledger.entries(),
-      request: {
-        requestId: request.id,
-        memoryBytes: data.memory * MiB,
-        node: data.node,
-        allowedNodes: data.allowed_nodes,
-        strategy: data.placement_strategy,
-        pciMappings: data.pci_devices.map((d) => d.mapping),
-        setId: request.machineRequestSetId,
-      },
-    });
+    const want = placementRequest(request.id, data, request.machineRequestSetId);
+    const placement = pickNode({ nodes: snapshots, inFlight: this.ledger.entries(), request: want });
     if (state.node && state.node !== placement.node) {
       const previous = placement.candidates.find((c) => c.node === state.node);
       if (previous?.accepted) {
@@ -174,7 +167,7 @@ export class ProxmoxProvisioner implements Provisioner {
       }
     }
     state.node = placement.node;
-    this.ledger.reserve(request.id, request.machineRequestSetId, state.node, data.memory * MiB);
+    this.ledger.reserve(request.id, request.machineRequestSetId, state.node, want.memoryBytes);
     ctx.log.info({ node: state.node, candidates: placement.candidates }, 'node picked');
     return done;
   }
@@ -253,25 +246,11 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#pendingSince.delete(request.id);
 
     const storages = await storageFacts(this.#pve, state.node);
-    const data = request.providerData;
-    const primary = this.#selectDisk('storage_selector', data.storage_selector, storages, state.node);
-    const additional = data.additional_disks.map((d, i) =>
-      this.#selectDisk(`additional_disks[${i}].storage_selector`, d.storage_selector || data.storage_selector, storages, state.node),
-    );
-    const vmid = await this.#create(ctx, { primary: primary.storage, additional: additional.map((s) => s.storage) });
+    const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log));
     state.vmid = vmid;
     this.ledger.release(request.id);
     ctx.log.info({ vmid, node: state.node }, 'VM created');
     return done;
-  }
-
-  #selectDisk(field: string, expr: string, storages: StorageFacts[], node: string): StorageFacts {
-    try {
-      return selectStorage(compileSelector(expr), storages, node, { logger: this.#log });
-    } catch (err) {
-      if (err instanceof SelectorError) throw new StepFailure(`syncVM: ${field}: ${err.message}`, { cause: err });
-      throw err;
-    }
   }
 
   async #create(ctx: StepContext, diskStorages: { primary: string; additional: string[] }): Promise<number> {
