@@ -227,23 +227,7 @@ export class OmniControllers {
    * `releaseMachineRequestStatus` drops it. With `autoRelease`, it is dropped as soon as the status is torn down.
    */
   holdMachineRequestStatuses(opts: { autoRelease?: boolean } = {}): void {
-    const handle = this.store.watchKind(NS.infraProvider, TYPES.machineRequestStatus, { bootstrapContents: true }, (events) => {
-      for (const e of events) {
-        const res = e.resource;
-        if (!res || (e.type !== 'created' && e.type !== 'updated')) continue;
-        const held = res.metadata.finalizers.includes(FINALIZERS.machineRequestStatusCleanup);
-        try {
-          if (res.metadata.phase === 'running' && !held && e.type === 'created') {
-            this.store.addFinalizer(NS.infraProvider, TYPES.machineRequestStatus, res.metadata.id, FINALIZERS.machineRequestStatusCleanup);
-          } else if (res.metadata.phase === 'tearingDown' && held && opts.autoRelease) {
-            this.releaseMachineRequestStatus(res.metadata.id);
-          }
-        } catch (err) {
-          this.logger.debug({ err: (err as Error).message }, 'status finalizer change skipped');
-        }
-      }
-    });
-    this.watches.push(handle);
+    this.holdFinalizer(TYPES.machineRequestStatus, FINALIZERS.machineRequestStatusCleanup, opts.autoRelease ?? false);
   }
 
   /** Omni's cleanup finished for request `id`: drop its finalizer from the MachineRequestStatus. */
@@ -254,19 +238,24 @@ export class OmniControllers {
 
   /** Holds `ConfigPatchRequestController` on every ConfigPatchRequest until it is torn down (then releases it). */
   holdConfigPatchRequests(): void {
-    const handle = this.store.watchKind(NS.infraProvider, TYPES.configPatchRequest, { bootstrapContents: true }, (events) => {
+    this.holdFinalizer(TYPES.configPatchRequest, FINALIZERS.configPatchRequest, true);
+  }
+
+  /** Adds `finalizer` to every new resource of `type`; with `autoRelease`, removes it once the resource tears down. */
+  private holdFinalizer(type: string, finalizer: string, autoRelease: boolean): void {
+    const handle = this.store.watchKind(NS.infraProvider, type, { bootstrapContents: true }, (events) => {
       for (const e of events) {
         const res = e.resource;
         if (!res || (e.type !== 'created' && e.type !== 'updated')) continue;
-        const held = res.metadata.finalizers.includes(FINALIZERS.configPatchRequest);
+        const held = res.metadata.finalizers.includes(finalizer);
         try {
           if (res.metadata.phase === 'running' && !held && e.type === 'created') {
-            this.store.addFinalizer(NS.infraProvider, TYPES.configPatchRequest, res.metadata.id, FINALIZERS.configPatchRequest);
-          } else if (res.metadata.phase === 'tearingDown' && held) {
-            this.store.removeFinalizer(NS.infraProvider, TYPES.configPatchRequest, res.metadata.id, FINALIZERS.configPatchRequest);
+            this.store.addFinalizer(NS.infraProvider, type, res.metadata.id, finalizer);
+          } else if (res.metadata.phase === 'tearingDown' && held && autoRelease) {
+            this.store.removeFinalizer(NS.infraProvider, type, res.metadata.id, finalizer);
           }
         } catch (err) {
-          this.logger.debug({ err: (err as Error).message }, 'config patch finalizer change skipped');
+          this.logger.debug({ err: (err as Error).message, type }, 'finalizer change skipped');
         }
       }
     });
