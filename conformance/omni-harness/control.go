@@ -290,13 +290,19 @@ func (c *controlSurface) put(ctx context.Context, body json.RawMessage) (any, er
 		return nil, err
 	}
 
+	return c.upsert(ctx, r, req.Owner)
+}
+
+// upsert creates r (owned by owner), or updates the stored resource in place keeping its owner and any phase,
+// and answers with the stored resource.
+func (c *controlSurface) upsert(ctx context.Context, r resource.Resource, owner string) (any, error) {
 	current, err := c.state.Get(ctx, r.Metadata())
 
 	switch {
 	case state.IsNotFoundError(err):
 		r.Metadata().SetVersion(resource.VersionUndefined)
 
-		err = c.state.Create(ctx, r, state.WithCreateOwner(req.Owner))
+		err = c.state.Create(ctx, r, state.WithCreateOwner(owner))
 	case err != nil:
 		return nil, err
 	default:
@@ -551,23 +557,7 @@ func (c *controlSurface) join(ctx context.Context, body json.RawMessage) (any, e
 		reg.Metadata().Labels().Set(labelMachineRequest, requestID)
 	}
 
-	current, err := c.state.Get(ctx, reg.Metadata())
-
-	switch {
-	case state.IsNotFoundError(err):
-		err = c.state.Create(ctx, reg)
-	case err == nil:
-		reg.Metadata().SetVersion(current.Metadata().Version())
-		err = c.state.Update(ctx, reg, state.WithUpdateOwner(current.Metadata().Owner()), state.WithExpectedPhaseAny())
-	}
-
-	if err != nil {
-		return nil, err
-	}
-
-	encoded, err := encodeResource(reg)
-
-	return map[string]string{"resource": encoded}, err
+	return c.upsert(ctx, reg, "")
 }
 
 func (c *controlSurface) deleteMachineRequest(ctx context.Context, body json.RawMessage) (any, error) {
