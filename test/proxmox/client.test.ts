@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PveClient, encodePveParams, pvePath } from '../../src/proxmox/client.js';
 import {
   PveConfigError,
@@ -8,19 +8,12 @@ import {
   isNodeUnreachable,
   isNotFound,
 } from '../../src/proxmox/errors.js';
-import { type PveTestServer, type Route, capturedLogger, closedPort, ok, startPveServer } from './pveTestServer.js';
+import { type Route, capturedLogger, closedPort, ok, startPveServer, closeAfterEach } from './pveTestServer.js';
 
 const TOKEN_SECRET = '0a1b2c3d-1111-2222-3333-444455556666';
 const UPID_CREATE = 'UPID:pve1:000A1B2C:0012D687:65A0F1E2:qmcreate:105:omni@pve!provider:';
 
-let servers: PveTestServer[] = [];
-let clients: PveClient[] = [];
-afterEach(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-  clients = [];
-});
+const { servers, clients } = closeAfterEach();
 
 async function setup(route: Route, extra: Partial<ConstructorParameters<typeof PveClient>[0]> = {}) {
   const server = await startPveServer(route);

@@ -5,7 +5,9 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import selfsigned from 'selfsigned';
+import { afterEach } from 'vitest';
 import { createLogger, type Logger } from '../../src/log.js';
+import type { PveClient } from '../../src/proxmox/client.js';
 
 export interface RecordedRequest {
   method: string;
@@ -175,4 +177,18 @@ export async function makeTestPki(): Promise<TestPki> {
     selfKey: self.private,
     selfFingerprint256: new X509Certificate(self.cert).fingerprint256,
   };
+}
+
+/**
+ * Servers and clients a test file opens, closed after each test. Call once at module level and push into the
+ * returned arrays.
+ */
+export function closeAfterEach(): { servers: PveTestServer[]; clients: PveClient[] } {
+  const servers: PveTestServer[] = [];
+  const clients: PveClient[] = [];
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  return { servers, clients };
 }

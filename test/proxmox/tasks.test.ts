@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PveClient } from '../../src/proxmox/client.js';
 import { PveError, PveTaskError, PveTaskTimeoutError } from '../../src/proxmox/errors.js';
 import {
@@ -8,18 +8,11 @@ import {
   defaultTaskDeadlineMs,
   waitForTask,
 } from '../../src/proxmox/tasks.js';
-import { type PveTestServer, type RecordedRequest, type Reply, ok, startPveServer } from './pveTestServer.js';
+import { type RecordedRequest, type Reply, ok, startPveServer, closeAfterEach } from './pveTestServer.js';
 
 const UPID = 'UPID:pve2:000A1B2C:0012D687:65A0F1E2:qmcreate:105:omni@pve!provider:';
 
-let servers: PveTestServer[] = [];
-let clients: PveClient[] = [];
-afterEach(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-  clients = [];
-});
+const { servers, clients } = closeAfterEach();
 
 function status(s: 'running' | 'stopped', exitstatus?: string): Reply {
   return ok({

@@ -1,20 +1,13 @@
 import { createHash } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PveClient } from '../../src/proxmox/client.js';
 import { parseUpid } from '../../src/proxmox/upid.js';
-import { type PveTestServer, type RecordedRequest, ok, startPveServer } from './pveTestServer.js';
+import { type RecordedRequest, ok, startPveServer, closeAfterEach } from './pveTestServer.js';
 
 // The upload's task runs on the entry node (pve1 here), not necessarily the target node.
 const UPLOAD_UPID = 'UPID:pve1:00001234:00ABCDEF:6700AABB:imgcopy::omni@pve!provider:';
 
-let servers: PveTestServer[] = [];
-let clients: PveClient[] = [];
-afterEach(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-  clients = [];
-});
+const { servers, clients } = closeAfterEach();
 
 interface Part {
   headerLines: string[];
