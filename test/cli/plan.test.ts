@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { daemonCommand } from '../helpers/daemon-command.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const fixture = join(root, 'test/fixtures/pve-3node.json');
@@ -13,7 +14,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', join(root, 'src/main.ts'), ...args], { cwd: root }, (err, stdout, stderr) => {
+    const cmd = daemonCommand(args);
+    execFile(cmd.command, cmd.args, { cwd: cmd.cwd, env: { ...process.env, ...cmd.env } }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -2,18 +2,18 @@
 // in-process Omni and the simulated cluster, and reports what happened.
 import { execFile } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-
-const root = new URL('../..', import.meta.url).pathname;
+import { daemonCommand } from '../helpers/daemon-command.js';
 
 describe('embedded demo', () => {
   it('provisions 3 control planes and 2 workers, joins them, removes one worker, exits 0', async () => {
     const env = { ...process.env };
-    for (const k of Object.keys(env)) if (/^(OMNI_|PROXMOX_|PROVIDER_)/.test(k)) delete env[k];
+    for (const k of Object.keys(env)) if (/^(OMNI_|PROXMOX_|PROVIDER_|TEST_DAEMON_)/.test(k)) delete env[k];
+    const cmd = daemonCommand(['--exit-when-done', '--json']);
     const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(
-        process.execPath,
-        ['--import', 'tsx', 'src/main.ts', '--exit-when-done', '--json'],
-        { cwd: root, env, timeout: 120_000 },
+        cmd.command,
+        cmd.args,
+        { cwd: cmd.cwd, env: { ...env, ...cmd.env } },
         (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
     });

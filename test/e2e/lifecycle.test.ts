@@ -31,10 +31,13 @@ import { encodeSpec } from '../../src/sim/omni/index.js';
 let world: World | undefined;
 let daemon: DaemonProcess | undefined;
 afterEach(async () => {
+  const d = daemon;
   await daemon?.crash();
   await world?.close();
   daemon = undefined;
   world = undefined;
+  // Every line the daemon logged is one JSON object with unique keys.
+  expect(d?.badLines ?? []).toEqual([]);
 });
 
 describe('daemon lifecycle (child process)', () => {

@@ -1,5 +1,6 @@
 // End-to-end harness: the in-process Omni and the Proxmox simulator in the test process, the real daemon as a child
-// process (`node --import tsx src/main.ts`) configured through its environment, observed through its JSON log lines.
+// process (the compiled production layout under `npm test`, the sources through tsx otherwise: daemon-command.ts),
+// configured through its environment, observed through its JSON log lines.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -11,8 +12,9 @@ import { startInProcessOmni, type InProcessOmni, type InProcessOmniOptions } fro
 import { NS, TYPES } from '../../src/sim/omni/resources.js';
 import type { Resource, StoreEvent } from '../../src/sim/omni/store.js';
 import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
+import { daemonCommand, type DaemonCommand } from './daemon-command.js';
+import { jsonLineProblem } from './json-lines.js';
 
-const root = new URL('../..', import.meta.url).pathname;
 const fixtureFile = new URL('../fixtures/pve-3node.json', import.meta.url);
 
 export const PROVIDER_ID = 'proxmox';
@@ -110,20 +112,25 @@ export class DaemonProcess {
   readonly lines: LogLine[] = [];
   /** Raw stdout text that was not a JSON log line. */
   readonly otherStdout: string[] = [];
+  /** Stdout lines that looked like log lines but were not one JSON object with unique keys, with the reason. */
+  readonly badLines: string[] = [];
   stderr = '';
   stdout = '';
   readonly exited: Promise<Exit>;
   exit: Exit | undefined;
   private buffered = '';
 
+  readonly command: DaemonCommand;
+
   constructor(env: Record<string, string>, args: string[] = []) {
     const clean: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) {
-      if (v !== undefined && !/^(OMNI_|PROXMOX_|PROVIDER_|LOG_LEVEL$)/.test(k)) clean[k] = v;
+      if (v !== undefined && !/^(OMNI_|PROXMOX_|PROVIDER_|LOG_LEVEL$|TEST_DAEMON_)/.test(k)) clean[k] = v;
     }
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
-      cwd: root,
-      env: { ...clean, ...env },
+    this.command = daemonCommand(args);
+    this.child = spawn(this.command.command, this.command.args, {
+      cwd: this.command.cwd,
+      env: { ...clean, ...this.command.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout!.setEncoding('utf8');
@@ -135,6 +142,10 @@ export class DaemonProcess {
       while ((nl = this.buffered.indexOf('\n')) >= 0) {
         const line = this.buffered.slice(0, nl);
         this.buffered = this.buffered.slice(nl + 1);
+        if (line.startsWith('{')) {
+          const problem = jsonLineProblem(line);
+          if (problem !== undefined) this.badLines.push(`${problem}: ${line}`);
+        }
         try {
           this.lines.push(JSON.parse(line) as LogLine);
         } catch {
@@ -317,6 +328,10 @@ export async function withWorld(
     for (const d of daemons) await d.crash();
     await world.close();
   }
+  // Every log line of every daemon is one JSON object with unique keys (checked after the body, so a test that
+  // failed for another reason reports that reason).
+  const bad = daemons.flatMap((d) => d.badLines);
+  if (bad.length > 0) throw new Error(`the daemon printed ${bad.length} log line(s) that are not one JSON object with unique keys:\n${bad.slice(0, 5).join('\n')}`);
 }
 
 /** Provision steps the daemon logged as started, per request: `{request: [step, ...]}`. */
