@@ -112,9 +112,9 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
       listen: cfg.provider.healthListen,
       health: () => checks.report(),
       metrics: metrics.registry,
+      // startOpsServer logs "ops endpoint listening" itself, once.
       logger: log.child({ component: 'ops' }),
     });
-    log.info({ url: ops.url }, 'ops endpoint listening (/healthz, /readyz, /metrics)');
   }
 
   return {

@@ -60,12 +60,12 @@ export async function startOpsServer(opts: OpsServerOptions): Promise<OpsServer>
   server.on('error', (err) => logger.error({ err }, 'ops server error'));
 
   const addr = server.address() as AddressInfo;
-  const urlHost = clientHost(listen.host, addr);
-  logger.info({ address: addr.address, port: addr.port }, 'ops endpoint listening (/healthz, /readyz, /metrics)');
+  const url = `http://${clientHost(listen.host, addr)}:${addr.port}`;
+  logger.info({ address: addr.address, port: addr.port, url }, 'ops endpoint listening (/healthz, /readyz, /metrics)');
   return {
     host: addr.address,
     port: addr.port,
-    url: `http://${urlHost}:${addr.port}`,
+    url,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

@@ -568,9 +568,13 @@ export class ProvisionController {
     if (priv !== undefined) {
       if (!(await this.deprovisionOnce(priv, log, signal))) return workDone;
     }
-    await this.state.removeFinalizer(MachineRequestKind, id, this.name);
+    // Removing our finalizer is itself an update of the request, which brings it back here while Omni has not
+    // destroyed it yet (another finalizer, or just Omni's own pace): only the pass that held the finalizer (or
+    // deprovisioned something) reports the machine as deprovisioned.
+    const held = request.metadata.finalizers.includes(this.name);
+    if (held) await this.state.removeFinalizer(MachineRequestKind, id, this.name);
     this.phases.delete(id);
-    log.info('machine deprovisioned');
+    if (held || priv !== undefined) log.info('machine deprovisioned');
     return workDone;
   }
 
