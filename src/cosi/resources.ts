@@ -141,13 +141,19 @@ export interface TypedResource<S extends DescMessage = DescMessage> {
   spec: MessageShape<S>;
 }
 
-/** A resource not yet stored: version "undefined", phase running, empty spec unless given. */
+/**
+ * A resource not yet stored: version "undefined", phase running, empty spec unless given, and `created` =
+ * `updated` = now, as cosi-project/runtime's `resource.NewMetadata` stamps every new resource of a Go client. The
+ * COSI server keeps the `updated` a Create carries (it stamps only `created`), so a Create without it would be
+ * stored as updated at the Unix epoch.
+ */
 export function newResource<S extends DescMessage>(
   kind: ResourceKind<S>,
   id: string,
   spec?: MessageShape<S>,
-  meta: Partial<Pick<ResourceMetadata, 'labels' | 'annotations' | 'finalizers'>> = {},
+  meta: Partial<Pick<ResourceMetadata, 'labels' | 'annotations' | 'finalizers' | 'created'>> = {},
 ): TypedResource<S> {
+  const now = meta.created ?? new Date();
   return {
     metadata: {
       namespace: kind.namespace,
@@ -156,6 +162,8 @@ export function newResource<S extends DescMessage>(
       version: VERSION_UNDEFINED,
       owner: '',
       phase: 'running',
+      created: now,
+      updated: now,
       finalizers: [...(meta.finalizers ?? [])],
       labels: { ...(meta.labels ?? {}) },
       annotations: { ...(meta.annotations ?? {}) },

@@ -234,15 +234,25 @@ export class CosiState {
     return out;
   }
 
-  /** Creates the resource with `owner`; returns the stored resource (version 1, server timestamps). */
+  /**
+   * Creates the resource with `owner`; returns the stored resource (version 1, `created` stamped by the server).
+   * Like a Go client, the request always carries `created` and `updated` (now, unless the resource has them): the
+   * server keeps the `updated` it is sent.
+   */
   async create<S extends DescMessage>(
     kind: ResourceKind<S>,
     resource: TypedResource<S>,
     opts: { owner: string },
   ): Promise<TypedResource<S>> {
     const op = `create ${kind.type}/${resource.metadata.id}`;
+    const m = resource.metadata;
+    const now = new Date();
+    const stamped: TypedResource<S> =
+      m.created !== undefined && m.updated !== undefined
+        ? resource
+        : { ...resource, metadata: { ...m, created: m.created ?? now, updated: m.updated ?? now } };
     try {
-      const res = await this.rpc.create({ resource: encodeResource(kind, resource), options: { owner: opts.owner } });
+      const res = await this.rpc.create({ resource: encodeResource(kind, stamped), options: { owner: opts.owner } });
       if (!res.resource) throw new CosiError(grpc.status.INTERNAL, 'empty response', op);
       return decodeResource(kind, res.resource);
     } catch (err) {

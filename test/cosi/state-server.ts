@@ -46,6 +46,8 @@ export class StateServer {
   rejectBookmarks = false;
   /** Runs before each Update is applied (e.g. to simulate a concurrent writer). */
   beforeUpdate: ((req: Resource) => void) | undefined;
+  /** Runs before each Create is applied, with the resource as it arrived. */
+  beforeCreate: ((req: Resource) => void) | undefined;
   port = 0;
 
   constructor() {
@@ -74,6 +76,7 @@ export class StateServer {
         const m = r?.metadata;
         if (!r || !m) return cb(fail(grpc.status.INVALID_ARGUMENT, 'resource is missing'));
         if (!r.spec) return cb(fail(grpc.status.INVALID_ARGUMENT, 'spec is missing'));
+        this.beforeCreate?.(r);
         if (m.version !== 'undefined' && !/^\d+$/.test(m.version)) return cb(fail(grpc.status.INVALID_ARGUMENT, 'error parsing version'));
         if (m.phase !== 'running' && m.phase !== 'tearingDown') return cb(fail(grpc.status.INVALID_ARGUMENT, 'unknown phase'));
         const k = this.key(m.namespace, m.type, m.id);
