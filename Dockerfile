@@ -4,38 +4,34 @@
 #   docker build -t omni-infra-provider-proxmox:local .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t <registry>/omni-infra-provider-proxmox:<tag> --push .
 #
-# The app is plain JavaScript with no native modules, so the build stages run on the builder's own platform
-# ($BUILDPLATFORM, no emulation) and only the final stage is per target architecture.
+# /app is assembled by scripts/assemble-prod.sh, the same script `npm test` and .ci/run use, so CI tests exactly the
+# files this image holds: package.json, the production dependencies (npm ci --omit=dev from the committed lock file),
+# dist/ and bin/. The app is plain JavaScript with no native modules, so the build stage runs on the builder's own
+# platform ($BUILDPLATFORM, no emulation) and only the final stage is per target architecture.
 
 ARG NODE_IMAGE=node:20-alpine
 
-# --- 1: compile TypeScript to dist/ ---------------------------------------------------------------------------------
+# --- 1: compile and assemble /app --------------------------------------------------------------------------------
 FROM --platform=$BUILDPLATFORM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/assemble-prod.sh ./scripts/
 COPY src ./src
-RUN npm run build
+COPY bin ./bin
+RUN sh scripts/assemble-prod.sh /app && npm cache clean --force
 
-# --- 2: production dependencies only -------------------------------------------------------------------------------
-FROM --platform=$BUILDPLATFORM ${NODE_IMAGE} AS prod-deps
-WORKDIR /src
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
-
-# --- 3: runtime ----------------------------------------------------------------------------------------------------
+# --- 2: runtime --------------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
 WORKDIR /app
-COPY --chown=root:root package.json ./
-COPY --from=prod-deps --chown=root:root /src/node_modules ./node_modules
-COPY --from=build --chown=root:root /src/dist ./dist
-COPY --chown=root:root bin ./bin
+COPY --from=build --chown=root:root /app ./
 LABEL org.opencontainers.image.title="omni-infra-provider-proxmox" \
       org.opencontainers.image.description="Omni infrastructure provider for Proxmox VE (TypeScript)" \
       org.opencontainers.image.licenses="MPL-2.0"
-# The unprivileged user of the node images (uid 1000); the app writes nothing to disk.
+# The unprivileged user of the node images (uid 1000). The app writes nothing to disk, so the root filesystem can be
+# read-only (compose.yaml: read_only: true); it stops cleanly on SIGTERM even as PID 1.
 USER node
 EXPOSE 8080
 # /healthz via Node's own fetch (no curl in the image). Probes :8080, or PROVIDER_HEALTH_LISTEN when that is set.

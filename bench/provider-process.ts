@@ -1,10 +1,12 @@
-// A provider daemon run as a child process (ours via tsx, or the upstream Go binary), with the resource figures the
+// A provider daemon run as a child process (ours: the compiled daemon of a production layout, as the image runs it;
+// or the upstream Go binary), with the resource figures the
 // benchmark reports read from /proc/<pid>: CPU seconds (utime+stime) and peak RSS (VmHWM).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { daemonCommand } from '../test/helpers/daemon-command.js';
 
 export type ProviderKind = 'ours' | 'upstream';
 
@@ -118,10 +120,13 @@ export async function startProviderProcess(
   let child: ChildProcess;
   let workDir: string | undefined;
   if (kind === 'ours') {
-    child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'main.ts')], {
-      cwd: REPO_ROOT,
+    const cmd = daemonCommand();
+    if (cmd.kind !== 'compiled') throw new Error('the bench measures the compiled daemon: set TEST_DAEMON_LAYOUT to a layout from scripts/assemble-prod.sh');
+    child = spawn(cmd.command, cmd.args, {
+      cwd: cmd.cwd,
       env: childEnv(
         {
+          ...cmd.env,
           OMNI_ENDPOINT: ep.omniEndpoint,
           OMNI_SERVICE_ACCOUNT_KEY: ep.serviceAccountKey,
           PROVIDER_ID: ep.providerId,

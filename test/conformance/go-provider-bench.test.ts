@@ -3,13 +3,15 @@ import { describe, expect, it } from 'vitest';
 import { median, parseBenchArgs, provisionLowerBoundSeconds, renderTable, teardownLowerBoundSeconds, type BenchCase } from '../../bench/run.js';
 
 describe('npm run bench arguments', () => {
-  it('defaults to sizes 1,10,30 with 3 runs each, and --smoke means n=2 once', () => {
+  it('defaults to sizes 1,10,30 with 3 runs each at real task durations; --smoke means n=2 once, 4x faster', () => {
     const d = parseBenchArgs([]);
     expect(d.sizes).toEqual([1, 10, 30]);
     expect(d.runs).toBe(3);
+    expect(d.timeScale).toBe(1);
     expect(d.providers).toEqual(['ours', 'upstream']);
     const s = parseBenchArgs(['--smoke']);
-    expect([s.sizes, s.runs]).toEqual([[2], 1]);
+    expect([s.sizes, s.runs, s.timeScale]).toEqual([[2], 1, 0.25]);
+    expect(parseBenchArgs(['--smoke', '--time-scale', '1']).timeScale).toBe(1);
   });
 
   it('takes --sizes/--runs/--time-scale in both spellings and rejects nonsense', () => {

@@ -3,7 +3,7 @@
 // - `TEST_DAEMON_LAYOUT=<dir>`: the compiled daemon of a production layout assembled by scripts/assemble-prod.sh (the
 //   image's /app): `node <dir>/dist/main.js` with NODE_ENV=production, cwd <dir>. `npm test` and `.ci/run` set it,
 //   so the suite tests what ships.
-// - unset (e.g. `npx vitest run test/e2e/...` while developing): the TypeScript sources through tsx.
+// - unset or `tsx` (e.g. `npx vitest run test/e2e/...` while developing): the TypeScript sources through tsx.
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 
@@ -21,7 +21,7 @@ export interface DaemonCommand {
 
 export function daemonLayout(): string | undefined {
   const dir = process.env.TEST_DAEMON_LAYOUT;
-  if (dir === undefined || dir === '') return undefined;
+  if (dir === undefined || dir === '' || dir === 'tsx') return undefined;
   const abs = resolve(REPO_ROOT, dir);
   if (!existsSync(join(abs, 'dist', 'main.js'))) {
     throw new Error(`TEST_DAEMON_LAYOUT=${dir}: no dist/main.js there; assemble it with 'sh scripts/assemble-prod.sh ${dir}'`);
