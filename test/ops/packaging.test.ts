@@ -44,6 +44,13 @@ describe('compose.yaml', () => {
     expect(hc.test.join(' ')).not.toMatch(/curl|wget/);
     expect(svc.logging).toMatchObject({ driver: 'json-file', options: { 'max-size': expect.any(String) } });
   });
+
+  it('runs with a read-only root filesystem, a tmpfs /tmp, an init process and a stop grace period', () => {
+    expect(svc.read_only).toBe(true);
+    expect(svc.tmpfs).toEqual(['/tmp']);
+    expect(svc.init).toBe(true);
+    expect(svc.stop_grace_period).toBe('30s');
+  });
 });
 
 describe('Dockerfile', () => {
@@ -51,16 +58,20 @@ describe('Dockerfile', () => {
   const lines = text.split('\n').filter((l) => !l.trimStart().startsWith('#'));
   const instr = (name: string): string[] => lines.filter((l) => l.startsWith(`${name} `));
 
-  it('is multi-stage on Node 20: npm ci + build, then production deps only, dist and bin', () => {
+  it('is multi-stage on Node 20: npm ci, then /app assembled by scripts/assemble-prod.sh (what npm test and CI run)', () => {
     expect(text).toMatch(/^ARG NODE_IMAGE=node:20-(alpine|slim|bookworm-slim)$/m);
     expect(instr('FROM').length).toBeGreaterThanOrEqual(2);
-    expect(text).toMatch(/RUN npm ci\b/);
-    expect(text).toMatch(/RUN npm run build/);
-    expect(text).toMatch(/npm ci --omit=dev/);
-    expect(text).toMatch(/COPY --from=build .*\/dist \.\/dist/);
-    expect(text).toMatch(/^COPY .*bin \.\/bin$/m);
-    // "type": "module" must travel with dist/ or Node would not load it as ESM.
-    expect(text).toMatch(/^COPY .*package\.json \.\/$/m);
+    expect(text).toMatch(/^RUN npm ci\b/m);
+    expect(text).toMatch(/^COPY scripts\/assemble-prod\.sh /m);
+    expect(text).toMatch(/^RUN sh scripts\/assemble-prod\.sh \/app\b/m);
+    // The runtime stage takes /app as assembled, nothing else: the tests that run that layout test the image.
+    const runtime = text.slice(text.lastIndexOf('\nFROM '));
+    expect(runtime).toMatch(/^WORKDIR \/app$/m);
+    expect(runtime.split('\n').filter((l) => /^(COPY|ADD) /.test(l))).toEqual(['COPY --from=build --chown=root:root /app ./']);
+    expect(runtime).toMatch(/^ENV NODE_ENV=production$/m);
+    // .ci/run and npm test assemble the same layout with the same script.
+    expect(read('.ci/run')).toMatch(/^sh scripts\/assemble-prod\.sh \.tmp\/prod$/m);
+    expect(read('scripts/run-tests.mjs')).toContain("'scripts/assemble-prod.sh'");
   });
 
   it('runs as a non-root user with the required entrypoint and a curl-free health check', () => {
@@ -149,3 +160,25 @@ describe('docs', () => {
     for (const p of ['/healthz', '/readyz', '/metrics', 'omnictl infraprovider create proxmox', 'renewkey']) expect(doc).toContain(p);
   });
 });
+
+// scripts/lint-dockerfile.sh builds tools/dockerfile-lint (BuildKit's checks) and .ci/run lints the Dockerfile with it.
+const linter = `${root}.tmp/bin/dockerfile-lint`;
+describe.skipIf(!existsSync(linter))('Dockerfile lint (BuildKit checks)', () => {
+  it('passes on the Dockerfile and fails on one that breaks the rules (the linter can fail)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    expect(spawnSync(linter, [`${root}Dockerfile`], { encoding: 'utf8' }).status).toBe(0);
+    const dir = mkdtempSync(`${tmpdir()}/dflint-`);
+    try {
+      writeFileSync(`${dir}/Dockerfile`, 'FROM node:20-alpine as build\nENTRYPOINT node dist/main.js\n');
+      const bad = spawnSync(linter, [`${dir}/Dockerfile`], { encoding: 'utf8' });
+      expect(bad.status).toBe(1);
+      expect(bad.stdout).toMatch(/FromAsCasing/);
+      expect(bad.stdout).toMatch(/JSONArgsRecommended/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+if (!existsSync(linter)) console.warn('########## Dockerfile lint test SKIPPED: .tmp/bin/dockerfile-lint not built (scripts/lint-dockerfile.sh; needs Go)');
