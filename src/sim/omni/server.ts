@@ -84,6 +84,8 @@ export interface InProcessOmni {
   capabilities: OmniCapabilities;
   /** Calls received per full method path (counted before authentication). */
   callCounts(): Record<string, number>;
+  /** Calls `listener` with the full method path of every call as it is counted. Returns the unsubscribe function. */
+  onCall(listener: (path: string) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -141,8 +143,10 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
   if (!opts.skipSeed) controllers.seed();
 
   const counts: Record<string, number> = {};
+  const callListeners = new Set<(path: string) => void>();
   const count = (path: string) => {
     counts[path] = (counts[path] ?? 0) + 1;
+    for (const listener of [...callListeners]) listener(path);
   };
 
   const authorize = async (path: string, md: grpc.Metadata): Promise<Caller> => {
@@ -375,6 +379,10 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
     factory,
     capabilities,
     callCounts: () => ({ ...counts }),
+    onCall: (listener) => {
+      callListeners.add(listener);
+      return () => callListeners.delete(listener);
+    },
     close: async () => {
       controllers.stop();
       for (const call of openCalls) {

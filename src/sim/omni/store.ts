@@ -285,6 +285,7 @@ export class CosiStore {
   private readonly capacity: number;
   private readonly gap: number;
   private readonly cookie: Uint8Array;
+  private readonly changeListeners = new Set<(event: StoreEvent) => void>();
 
   constructor(opts: CosiStoreOptions = {}) {
     this.now = opts.now ?? (() => new Date());
@@ -326,6 +327,16 @@ export class CosiStore {
     c.stream[c.writePos % c.capacity] = event;
     c.writePos++;
     for (const w of c.watchers) scheduleFlush(w);
+    for (const listener of [...this.changeListeners]) listener(event);
+  }
+
+  /**
+   * Calls `listener` synchronously after every write of any kind (the store already shows it), unlike watches,
+   * which deliver batches later. For tests that wait for a condition on the store. Returns the unsubscribe function.
+   */
+  onChange(listener: (event: StoreEvent) => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
   }
 
   // --- reads -----------------------------------------------------------------------------------------------------

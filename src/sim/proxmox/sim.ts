@@ -90,6 +90,7 @@ export class PveSim {
   /** One-shot hooks run after a `/cluster/nextid` answer (external actor grabbing the id). */
   afterNextId: Array<(vmid: number) => void> = [];
   private readonly log: Logger;
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(opts: PveSimOptions) {
     const f = opts.fixture;
@@ -138,6 +139,7 @@ export class PveSim {
     const done = (res: SimResponse): SimResponse => {
       record.status = res.status;
       this.log.debug({ method, path: record.path, status: res.status }, 'pve-sim request');
+      this.changed();
       return res;
     };
 
@@ -328,6 +330,30 @@ export class PveSim {
       if (this.clock instanceof ManualClock) this.clock.advance(wait);
       else await this.clock.sleep(wait + 1);
     }
+  }
+
+  /**
+   * Lets running tasks held by a `stuck` fault end now (as if whatever blocked the worker went away); they finish
+   * like any other task on the next tick. Returns how many were released.
+   */
+  releaseStuckTasks(filter: TaskFilter = {}): number {
+    const released = this.taskBoard.releaseStuck(filter, this.clock.now());
+    this.tick();
+    if (released > 0) this.changed();
+    return released;
+  }
+
+  /**
+   * Calls `listener` after every request the simulator answered (state changes happen in requests, or in the
+   * test's own calls). For tests that wait for a condition on the simulator. Returns the unsubscribe function.
+   */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const listener of [...this.changeListeners]) listener();
   }
 
   /** Manual clock only: moves simulated time and runs due tasks. */

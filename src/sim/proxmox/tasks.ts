@@ -126,6 +126,18 @@ export class TaskBoard {
     }
   }
 
+  /** Makes running tasks held by a `stuck` outcome due at `now`; returns how many. */
+  releaseStuck(filter: TaskFilter, now: number): number {
+    let n = 0;
+    for (const t of this.list({ ...filter, status: 'running' })) {
+      if (t.override?.kind !== 'stuck') continue;
+      delete t.override;
+      t.dueAtMs = now;
+      n++;
+    }
+    return n;
+  }
+
   /** The earliest due time of a running task that will finish by itself. */
   nextDue(): number | undefined {
     const due = this.tasks.filter((t) => t.status === 'running' && Number.isFinite(t.dueAtMs)).map((t) => t.dueAtMs);
