@@ -4,13 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { startInProcessOmni } from '../../src/sim/omni/index.js';
 import { NS, TYPES } from '../../src/sim/omni/resources.js';
 import { startDaemonProcess, startWorld, type DaemonProcess, type World } from '../helpers/e2e.js';
+import { whenAborted } from '../helpers/wait.js';
 
+/** Runs the daemon until it exits by itself (killed if the test times out first). */
 async function runToExit(world: World, env: Record<string, string | undefined>): Promise<DaemonProcess & { code: number | null }> {
   const d = startDaemonProcess(world, env);
-  const exit = await Promise.race([
-    d.exited,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`daemon did not exit:\n${d.stderr}\n${d.stdout}`)), 20_000)),
-  ]).finally(() => d.kill('SIGKILL'));
+  const exit = await Promise.race([d.exited, whenAborted(world.signal, 'the daemon to exit')]).finally(() => d.kill('SIGKILL'));
   return Object.assign(d, { code: exit.code });
 }
 
@@ -28,8 +27,8 @@ function expectStartFailure(d: DaemonProcess & { code: number | null }, reason: 
 }
 
 describe.concurrent('authentication failures (child process)', () => {
-  it('a key Omni does not know (issued by another Omni for the same ID): exit 2, "invalid signature" explained', async () => {
-    const world = await startWorld();
+  it('a key Omni does not know (issued by another Omni for the same ID): exit 2, "invalid signature" explained', async ({ signal }) => {
+    const world = await startWorld({ signal });
     const elsewhere = await startInProcessOmni({ providerId: 'proxmox' });
     try {
       const foreignKey = await elsewhere.createProviderKey('proxmox');
@@ -42,8 +41,8 @@ describe.concurrent('authentication failures (child process)', () => {
     }
   });
 
-  it('a key for another provider ID than --id: exit 2 naming both IDs, before any call to Omni', async () => {
-    const world = await startWorld();
+  it('a key for another provider ID than --id: exit 2 naming both IDs, before any call to Omni', async ({ signal }) => {
+    const world = await startWorld({ signal });
     try {
       const otherKey = await world.omni.createProviderKey('vsphere');
       const d = await runToExit(world, { OMNI_SERVICE_ACCOUNT_KEY: otherKey });
@@ -54,8 +53,8 @@ describe.concurrent('authentication failures (child process)', () => {
     }
   });
 
-  it('Omni\'s clock 10 minutes ahead (skew > 5 min): exit 2 and the message points at the clock', async () => {
-    const world = await startWorld();
+  it('Omni\'s clock 10 minutes ahead (skew > 5 min): exit 2 and the message points at the clock', async ({ signal }) => {
+    const world = await startWorld({ signal });
     try {
       world.omni.keys.skewClock(10 * 60_000);
       const d = await runToExit(world, {});
@@ -66,8 +65,8 @@ describe.concurrent('authentication failures (child process)', () => {
     }
   });
 
-  it('a provider ID Omni has no InfraProvider for: exit 2 and the message says to register it', async () => {
-    const world = await startWorld();
+  it('a provider ID Omni has no InfraProvider for: exit 2 and the message says to register it', async ({ signal }) => {
+    const world = await startWorld({ signal });
     try {
       const ghostKey = await world.omni.createProviderKey('ghost');
       expect(world.omni.store.find(NS.infraProvider, TYPES.infraProvider, 'ghost')).toBeUndefined();
@@ -79,8 +78,8 @@ describe.concurrent('authentication failures (child process)', () => {
     }
   });
 
-  it('a key Omni marked expired: exit 2, not a retry loop', async () => {
-    const world = await startWorld();
+  it('a key Omni marked expired: exit 2, not a retry loop', async ({ signal }) => {
+    const world = await startWorld({ signal });
     try {
       const key = await world.omni.keys.createProviderKey('proxmox');
       world.omni.keys.expire(key.fingerprint);
@@ -91,8 +90,8 @@ describe.concurrent('authentication failures (child process)', () => {
     }
   });
 
-  it('a key past its own expiry date: exit 2 with the date and how to renew it', async () => {
-    const world = await startWorld();
+  it('a key past its own expiry date: exit 2 with the date and how to renew it', async ({ signal }) => {
+    const world = await startWorld({ signal });
     try {
       const old = await world.omni.keys.createProviderKey('proxmox', { lifetimeSeconds: 3600, created: new Date(Date.now() - 2 * 3600_000) });
       const d = await runToExit(world, { OMNI_SERVICE_ACCOUNT_KEY: old.keyString });

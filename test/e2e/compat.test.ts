@@ -49,8 +49,8 @@ async function fullCycle(world: World, spawnDaemon: () => DaemonProcess, id: str
 }
 
 describe.concurrent('older Omni releases (child process)', () => {
-  it('Omni < 1.0 (legacy): ConnectionParams + v1 tokens; also pre-1.8 RPCs; full cycle leaves nothing', async () => {
-    await withWorld({ omni: { legacy: true, capabilities: PRE_1_8 } }, async (world, spawnDaemon) => {
+  it('Omni < 1.0 (legacy): ConnectionParams + v1 tokens; also pre-1.8 RPCs; full cycle leaves nothing', async ({ signal }) => {
+    await withWorld({ signal, omni: { legacy: true, capabilities: PRE_1_8 } }, async (world, spawnDaemon) => {
       const { daemon, machine, schematic } = await fullCycle(world, spawnDaemon, 'legacy-1');
       expect(daemon.logs('legacy Omni: using ConnectionParams and v1 tokens')).toHaveLength(1);
       expect(machine.token.startsWith('v1:')).toBe(true);
@@ -63,8 +63,8 @@ describe.concurrent('older Omni releases (child process)', () => {
     });
   }, 60_000);
 
-  it('Omni 1.0-1.7: v2 tokens, schematic POSTed to the factory, teardown without the Teardown RPC', async () => {
-    await withWorld({ omni: { capabilities: PRE_1_8 } }, async (world, spawnDaemon) => {
+  it('Omni 1.0-1.7: v2 tokens, schematic POSTed to the factory, teardown without the Teardown RPC', async ({ signal }) => {
+    await withWorld({ signal, omni: { capabilities: PRE_1_8 } }, async (world, spawnDaemon) => {
       const { daemon, machine, schematic } = await fullCycle(world, spawnDaemon, 'pre18-1');
       expect(daemon.logs('Omni has provider join configs (v2 tokens)')).toHaveLength(1);
       expect(machine.token.startsWith('v2:')).toBe(true);
@@ -76,8 +76,8 @@ describe.concurrent('older Omni releases (child process)', () => {
     });
   }, 60_000);
 
-  it('current Omni: the schematic goes through CreateSchematicFromRaw with the Talos version, never to the factory directly', async () => {
-    await withWorld({}, async (world, spawnDaemon) => {
+  it('current Omni: the schematic goes through CreateSchematicFromRaw with the Talos version, never to the factory directly', async ({ signal }) => {
+    await withWorld({ signal }, async (world, spawnDaemon) => {
       const { schematic } = await fullCycle(world, spawnDaemon, 'current-1');
       expect(schematic.via).toBe('omni');
       expect(schematic.talosVersion).toBe('v1.9.5');

@@ -20,8 +20,8 @@ import {
 } from '../helpers/e2e.js';
 
 describe.concurrent('SIGKILL and restart (child process)', () => {
-  it.each(STEP_NAMES)('killed right after the %s checkpoint: one VM, PROVISIONED, nothing leaked after teardown', async (step) => {
-    await withWorld({}, async (world, spawnDaemon) => {
+  it.for(STEP_NAMES)('killed right after the %s checkpoint: one VM, PROVISIONED, nothing leaked after teardown', { timeout: 90_000 }, async (step, { signal }) => {
+    await withWorld({ signal }, async (world, spawnDaemon) => {
       const { omni, sim } = world;
       const first = spawnDaemon();
       let killedAt: string | undefined;
@@ -60,17 +60,21 @@ describe.concurrent('SIGKILL and restart (child process)', () => {
       await deleteRequest(world, id);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
     });
-  }, 90_000);
+  });
 
-  it('killed while Proxmox is still creating the VM (lock: create): the restart adopts that VM instead of creating another', async () => {
-    // A 5 s (simulated 500 s) create task leaves a window where the VM exists only as `lock: create`.
-    await withWorld({ fixture: { taskDurations: { qmcreate: 500_000 } } }, async (world, spawnDaemon) => {
+  it('killed while Proxmox is still creating the VM (lock: create): the restart adopts that VM instead of creating another', async ({
+    signal,
+  }) => {
+    await withWorld({ signal }, async (world, spawnDaemon) => {
       const { omni, sim } = world;
+      // The create task does not end until the test releases it: the VM exists only as `lock: create` for as long
+      // as the test needs, however slowly the daemons start (a fixed task duration raced the second daemon's start).
+      sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
       const first = spawnDaemon();
       await first.waitForLog('infra provider started');
       const id = 'crash-mid-create';
       omni.controllers.createMachineRequest('crash', { talosVersion: 'v1.11.5', providerData: SMALL_VM }, id);
-      await waitUntil(() => [...sim.state.vms.values()].some((vm) => vm.config.get('lock') === 'create'), {
+      await waitUntil(world, () => [...sim.state.vms.values()].some((vm) => vm.config.get('lock') === 'create'), {
         what: 'a VM in lock: create',
       });
       await first.crash();
@@ -82,7 +86,12 @@ describe.concurrent('SIGKILL and restart (child process)', () => {
 
       const second = spawnDaemon();
       // While the create runs, the new daemon cannot tell whose VM it is and says so instead of creating another.
-      await waitUntil(() => /still being created/.test(statusOf(omni, id)?.error ?? ''), { what: 'MRS.error about the pending create' });
+      await waitUntil(world, () => /still being created/.test(statusOf(omni, id)?.error ?? ''), {
+        what: () => `MRS.error about the pending create (status now ${JSON.stringify(statusOf(omni, id))})`,
+      });
+      expect(sim.tasks({ type: 'qmcreate' })).toHaveLength(1);
+      // Proxmox finishes the create: the next look identifies the VM as this request's and adopts it.
+      expect(sim.releaseStuckTasks({ type: 'qmcreate' })).toBe(1);
       await waitForStage(omni, id, 'PROVISIONED');
       expect(providerVms(sim)).toEqual(pending);
       expect(vmsOf(sim, id)).toHaveLength(1);

@@ -14,6 +14,7 @@ import type { Resource, StoreEvent } from '../../src/sim/omni/store.js';
 import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
 import { daemonCommand, type DaemonCommand } from './daemon-command.js';
 import { jsonLineProblem } from './json-lines.js';
+import { Changes, processActivity, simChanges, storeChanges, waitFor, type Trigger } from './wait.js';
 
 const fixtureFile = new URL('../fixtures/pve-3node.json', import.meta.url);
 
@@ -45,6 +46,10 @@ export interface World {
   key: string;
   /** Environment for a daemon pointed at this world (overrides win). */
   env(overrides?: Record<string, string | undefined>): Record<string, string>;
+  /** The test's signal (WorldOptions.signal): every wait on this world ends when it aborts. */
+  signal: AbortSignal | undefined;
+  /** Every daemon started in this world (startDaemonProcess), in order. */
+  daemons: DaemonProcess[];
   close(): Promise<void>;
 }
 
@@ -55,6 +60,12 @@ export interface WorldOptions {
   timeScale?: number;
   /** Hold MachineRequestStatuses like Omni's cleanup controller (released automatically on teardown). Default true. */
   holdStatuses?: boolean;
+  /**
+   * The test context's signal (`it('…', async ({ signal }) => …)`), aborted when vitest's per-test timeout fires:
+   * waits on this world then fail, so that withWorld's clean-up (killing the daemons) runs. Waits have no deadline
+   * of their own.
+   */
+  signal?: AbortSignal;
 }
 
 export async function startWorld(opts: WorldOptions = {}): Promise<World> {
@@ -63,11 +74,13 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
   const sim = new PveSim({ fixture: e2eFixture(opts.fixture), clock: new ScaledClock(opts.timeScale ?? 0.01) });
   const pveServer = await startPveSimServer(sim, { https: true });
   const key = await omni.createProviderKey(PROVIDER_ID);
-  return {
+  const world: World = {
     omni,
     sim,
     pveServer,
     key,
+    signal: opts.signal,
+    daemons: [],
     env(overrides = {}) {
       const base: Record<string, string | undefined> = {
         OMNI_ENDPOINT: omni.endpoint,
@@ -92,6 +105,8 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
       await omni.close();
     },
   };
+  worldOf.set(omni, world);
+  return world;
 }
 
 /** One parsed line of the daemon's pino output. */
@@ -169,11 +184,14 @@ export class DaemonProcess {
     return this.lines.filter((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg)));
   }
 
-  async waitForLog(msg: string | RegExp, timeoutMs = 30_000): Promise<LogLine> {
-    await waitUntil(() => this.logs(msg).length > 0 || this.exit !== undefined, { timeoutMs, what: `log line ${String(msg)}` });
-    const line = this.logs(msg)[0];
-    if (!line) throw new Error(`daemon exited (${JSON.stringify(this.exit)}) before logging ${String(msg)}\n${this.stderr}`);
-    return line;
+  /** The first log line whose message matches, once the daemon printed it; fails as soon as the daemon is gone. */
+  waitForLog(msg: string | RegExp): Promise<LogLine> {
+    return waitFor(() => this.logs(msg)[0], {
+      what: `log line ${String(msg)}`,
+      on: [processActivity(this.child)],
+      impossible: () => (daemonGone(this) ? `${describeExit(this)} before logging it` : undefined),
+      signal: daemonWorld.get(this)?.signal,
+    });
   }
 
   kill(signal: NodeJS.Signals): void {
@@ -196,15 +214,58 @@ export class DaemonProcess {
 }
 
 export function startDaemonProcess(world: World, env: Record<string, string | undefined> = {}, args: string[] = []): DaemonProcess {
-  return new DaemonProcess(world.env(env), args);
+  const d = new DaemonProcess(world.env(env), args);
+  world.daemons.push(d);
+  daemonWorld.set(d, world);
+  running.add(d);
+  void d.exited.then(() => running.delete(d));
+  return d;
 }
 
-export async function waitUntil(cond: () => boolean, opts: { timeoutMs?: number; what: string; intervalMs?: number }): Promise<void> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
-  }
+// --- waiting ------------------------------------------------------------------------------------------------------
+// No wait has a deadline of its own (see wait.ts): a wait re-checks its condition on every change in the world
+// (Omni store writes, simulator requests, daemon output and exits), fails at once when no daemon of the world is
+// left running, and ends with the test's signal when vitest's per-test timeout fires.
+
+const worldOf = new WeakMap<InProcessOmni, World>();
+const daemonWorld = new WeakMap<DaemonProcess, World>();
+/** Daemons still running in this test process: killed if the process exits before a test could clean up. */
+const running = new Set<DaemonProcess>();
+process.on('exit', () => {
+  for (const d of running) d.child.kill('SIGKILL');
+});
+
+/** The process exited and its output has been read to the end (so no line it printed is still on the way). */
+function daemonGone(d: DaemonProcess): boolean {
+  return d.exit !== undefined && (d.child.stdout?.readableEnded ?? true);
+}
+
+function describeExit(d: DaemonProcess): string {
+  const tail = d.stderr.trim().split('\n').slice(-10).join('\n');
+  return `the daemon exited (${JSON.stringify(d.exit)})${tail ? `; stderr:\n${tail}` : ''}`;
+}
+
+/** Why waiting on the world is pointless: every daemon it started is gone (undefined while one runs, or none started). */
+function worldStalled(world: World): string | undefined {
+  if (world.daemons.length === 0 || !world.daemons.every(daemonGone)) return undefined;
+  return `every daemon of this world has exited; the last one: ${describeExit(world.daemons.at(-1)!)}`;
+}
+
+function worldTriggers(world: World): Trigger[] {
+  return [storeChanges(world.omni.store), simChanges(world.sim), ...world.daemons.map((d) => processActivity(d.child))];
+}
+
+/**
+ * Resolves once `cond` holds, re-checking it on every change in the world. `what` may be a function: it is
+ * evaluated when the wait fails, so the message shows the state at that moment.
+ */
+export function waitUntil(world: World, cond: () => boolean, opts: { what: string | (() => string); on?: Trigger[] }): Promise<void> {
+  return waitFor(() => cond() || undefined, {
+    what: opts.what,
+    on: [...worldTriggers(world), ...(opts.on ?? [])],
+    impossible: () => worldStalled(world),
+    signal: world.signal,
+  }).then(() => undefined);
 }
 
 // --- reading the world ------------------------------------------------------------------------------------------
@@ -264,9 +325,20 @@ export function seedIsos(sim: PveSim): string[] {
   return out;
 }
 
-export async function waitForStage(omni: InProcessOmni, id: string, stage: string, timeoutMs = 45_000): Promise<StatusView> {
-  await waitUntil(() => statusOf(omni, id)?.stage === stage, { timeoutMs, what: `request ${id} to reach ${stage} (now ${JSON.stringify(statusOf(omni, id))})` });
-  return statusOf(omni, id)!;
+/** Resolves with the status once request `id` reached `stage` (Omni's store, re-checked on every write). */
+export function waitForStage(omni: InProcessOmni, id: string, stage: string): Promise<StatusView> {
+  const world = worldOf.get(omni);
+  return waitFor(
+    () => {
+      const s = statusOf(omni, id);
+      return s?.stage === stage ? s : undefined;
+    },
+    {
+      what: () => `request ${id} to reach ${stage} (now ${JSON.stringify(statusOf(omni, id))})`,
+      on: world ? worldTriggers(world) : [storeChanges(omni.store)],
+      ...(world ? { impossible: () => worldStalled(world), signal: world.signal } : {}),
+    },
+  );
 }
 
 /** The machine behind request `id` boots from its seed and joins Omni with the token the seed carries. */
@@ -281,10 +353,33 @@ export function bootAndJoin(world: World, id: string): { uuid: string; token: st
   return machine;
 }
 
-/** Omni removes request `id`; resolves once Omni destroyed it (the provider released its finalizer). */
-export async function deleteRequest(world: World, id: string, timeoutMs = 30_000): Promise<void> {
-  const abort = AbortSignal.timeout(timeoutMs);
-  await world.omni.controllers.deleteMachineRequest(id, abort);
+/**
+ * Omni removes request `id`; resolves once Omni destroyed it (the provider released its finalizer). Fails when no
+ * daemon is left to release it, or with the test's signal.
+ */
+export async function deleteRequest(world: World, id: string): Promise<void> {
+  const abort = new AbortController();
+  const settled = new Changes();
+  let outcome: { ok: true } | { ok: false; err: unknown } | undefined;
+  void world.omni.controllers.deleteMachineRequest(id, abort.signal).then(
+    () => {
+      outcome = { ok: true };
+      settled.notify();
+    },
+    (err: unknown) => {
+      outcome = { ok: false, err };
+      settled.notify();
+    },
+  );
+  try {
+    await waitUntil(world, () => outcome !== undefined, {
+      what: () => `Omni to destroy request ${id} (finalizers now ${JSON.stringify(requestResource(world.omni, id)?.metadata.finalizers)})`,
+      on: [settled.trigger],
+    });
+  } finally {
+    if (outcome === undefined) abort.abort(new Error('the wait for the teardown ended'));
+  }
+  if (outcome !== undefined && !outcome.ok) throw outcome.err;
 }
 
 /** Calls `onEvent` for every change to the provider's private state (synchronously, as the store applies it). */
