@@ -9,6 +9,7 @@ import { STEP_NAMES, done, type DeprovisionContext, type Provisioner, type Step,
 import { encodeSpec } from '../../src/sim/omni/controllers.js';
 import { NS, TYPES } from '../../src/sim/omni/resources.js';
 import type { CosiStore, Resource } from '../../src/sim/omni/store.js';
+import { Changes } from '../helpers/wait.js';
 import type { OmniFixture } from './omni-fixture.js';
 
 export const CTRL = 'proxmox.ProvisionController';
@@ -53,6 +54,8 @@ export class ScriptedProvisioner implements Provisioner {
   onDeprovision: ((ctx: DeprovisionContext) => void | Promise<void>) | undefined;
   setsUuid = true;
   healthError: string | undefined;
+  /** Notified when a step or a deprovision starts and when a scripted behaviour was invoked (for waits). */
+  readonly changes = new Changes();
 
   constructor() {
     this.steps = STEP_NAMES.map((name) => ({
@@ -60,9 +63,14 @@ export class ScriptedProvisioner implements Provisioner {
       run: async (ctx: StepContext) => {
         const call = { request: ctx.request.id, step: name, joinConfig: ctx.joinConfig };
         this.calls.push(call);
+        this.changes.notify();
         await this.onStep?.(call, ctx);
         const scripted = this.scripts.get(name)?.shift();
-        if (scripted) return scripted(ctx);
+        if (scripted) {
+          const result = scripted(ctx);
+          this.changes.notify();
+          return result;
+        }
         if (name !== 'syncVM' || this.setsUuid) DEFAULT_EFFECTS[name](ctx.state, ctx.request.id);
         else ctx.state.vmid = 100;
         return done;
@@ -81,6 +89,7 @@ export class ScriptedProvisioner implements Provisioner {
 
   async deprovision(ctx: DeprovisionContext): Promise<void> {
     this.deprovisions.push(ctx);
+    this.changes.notify();
     await this.onDeprovision?.(ctx);
   }
 

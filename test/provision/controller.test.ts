@@ -7,7 +7,7 @@ import { STEP_NAMES, StepFailure, done, retryAfter } from '../../src/provision/s
 import { encodeSpec } from '../../src/sim/omni/controllers.js';
 import { GrpcCode } from '../../src/sim/omni/errors.js';
 import { FINALIZERS, LABELS, NS, TYPES } from '../../src/sim/omni/resources.js';
-import { eventually, startOmniFixture, writeCounts, type OmniFixture } from '../omni/omni-fixture.js';
+import { startOmniFixture, writeCounts, type OmniFixture } from '../omni/omni-fixture.js';
 import { CTRL, PRIVATE_NS, PRIVATE_TYPE, ScriptedProvisioner, isProvisioned, mrs, privateState, seedPrivateState, startController } from '../omni/controller-harness.js';
 
 const SPEC = {
@@ -18,9 +18,12 @@ const SPEC = {
 let f: OmniFixture;
 let p: ScriptedProvisioner;
 let controller: ProvisionController | undefined;
+/** The running test's signal (aborted when it times out). */
+let signal: AbortSignal;
 
-beforeEach(async () => {
-  f = await startOmniFixture();
+beforeEach(async (ctx) => {
+  signal = ctx.signal;
+  f = await startOmniFixture({}, { signal });
   p = new ScriptedProvisioner();
   controller = undefined;
 });
@@ -55,7 +58,7 @@ describe('provisioning', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     const id = req.metadata.id;
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
 
     expect(p.stepsRun(id)).toEqual([...STEP_NAMES]);
     // Private state existed, empty, before step 1.
@@ -95,7 +98,7 @@ describe('provisioning', () => {
     const id = req.metadata.id;
     seedPrivateState(f.omni.store, id, { node: 'pve2' }, { 'infra.omni.sidero.dev/step': name });
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
     expect(p.stepsRun(id)).toEqual(STEP_NAMES.slice(index));
     expect(privateState(f.omni.store, id)?.spec.node).toBe(index === 0 ? 'pve1' : 'pve2');
   });
@@ -104,7 +107,7 @@ describe('provisioning', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     seedPrivateState(f.omni.store, req.metadata.id, {}, { 'infra.omni.sidero.dev/step': 'renamedStep' });
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
     expect(p.stepsRun(req.metadata.id)).toEqual([...STEP_NAMES]);
   });
 
@@ -119,7 +122,7 @@ describe('provisioning', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     const id = req.metadata.id;
     controller = startController(f, p, { failedRetryMs: 50 });
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED after retry');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED after retry');
     expect(annotationAtFailure).toBe('uploadISO');
     expect(statuses).toContainEqual({
       status: 'Running Step: "syncVM" (4/5)',
@@ -153,7 +156,7 @@ describe('provisioning', () => {
     );
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
     expect(snapshot).toEqual({ annotation: 'uploadISO', task: 'UPID:pve1:download', error: 'downloading Talos ISO: 40%', stage: Stage.PROVISIONING });
     expect(p.stepsRun(req.metadata.id)).toEqual(['pickNode', 'createSchematic', 'uploadISO', 'uploadISO', 'syncVM', 'startVM']);
   });
@@ -165,7 +168,7 @@ describe('provisioning', () => {
     });
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
     expect(statuses.some((s) => s.stage === Stage.FAILED)).toBe(false);
     expect(statuses).toContainEqual({ status: 'Running Step: "pickNode" (1/5)', stage: Stage.PROVISIONING, error: 'Proxmox API timed out' });
   });
@@ -173,7 +176,7 @@ describe('provisioning', () => {
   it('invalid provider data: FAILED with the validation message and no step runs', async () => {
     const req = f.omni.controllers.createMachineRequest('workers', { ...SPEC, providerData: SPEC.providerData.replace('cores: 2', 'cores: many') });
     controller = startController(f, p);
-    const status = await eventually(() => (mrs(f.omni.store, req.metadata.id)?.spec.stage === Stage.FAILED ? mrs(f.omni.store, req.metadata.id) : undefined), 'FAILED');
+    const status = await f.eventually(() => (mrs(f.omni.store, req.metadata.id)?.spec.stage === Stage.FAILED ? mrs(f.omni.store, req.metadata.id) : undefined), 'FAILED');
     expect(status.spec.error).toMatch(/cores/);
     expect(p.calls).toHaveLength(0);
   });
@@ -183,12 +186,12 @@ describe('provisioning', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     const id = req.metadata.id;
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
     expect(mrs(f.omni.store, id)?.spec.id).toBe('');
     const joinConfig = p.calls[0]?.joinConfig ?? '';
     const token = decodeURIComponent(/jointoken=([^\n&]+)/.exec(joinConfig)?.[1] ?? '');
     f.omni.controllers.machineJoins('6a0c1b2d-0000-4000-8000-000000000001', token);
-    await eventually(() => mrs(f.omni.store, id)?.spec.id === '6a0c1b2d-0000-4000-8000-000000000001', 'MRS.id from registration');
+    await f.eventually(() => mrs(f.omni.store, id)?.spec.id === '6a0c1b2d-0000-4000-8000-000000000001', 'MRS.id from registration');
   });
 });
 
@@ -198,7 +201,7 @@ describe('idle behaviour', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     const id = req.metadata.id;
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
     await controller.whenIdle();
     const before = writeCounts(f.omni);
     const gets = () => f.omni.callCounts()['/cosi.resource.State/Get'] ?? 0;
@@ -208,13 +211,13 @@ describe('idle behaviour', () => {
     f.omni.store.mutate(NS.infraProvider, TYPES.machineRequest, id, (res) => {
       res.metadata.labels[LABELS.machine] = 'uuid-1';
     });
-    await eventually(() => gets() > getsBefore, 'reconcile after label change');
+    await f.eventually(() => gets() > getsBefore, 'reconcile after label change');
     await controller.whenIdle();
 
     // A broken watch resyncs and reconciles every known request again: still no writes.
     getsBefore = gets();
     f.omni.faults.injectErroredEvent();
-    await eventually(() => gets() > getsBefore, 'reconcile after resync');
+    await f.eventually(() => gets() > getsBefore, 'reconcile after resync');
     await controller.whenIdle();
 
     expect(writeCounts(f.omni)).toEqual(before);
@@ -263,17 +266,17 @@ describe('teardown', () => {
       f.omni.faults.failNext('Teardown', GrpcCode.UNAVAILABLE, 'connection reset');
     };
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
 
-    const deleted = f.omni.controllers.deleteMachineRequest(id);
-    await eventually(() => mrs(f.omni.store, id)?.res.metadata.phase === 'tearingDown', 'MRS tearing down');
+    const deleted = f.omni.controllers.deleteMachineRequest(id, signal);
+    await f.eventually(() => mrs(f.omni.store, id)?.res.metadata.phase === 'tearingDown', 'MRS tearing down');
     await controller.whenIdle();
     expect(order).toEqual(['patch destroyed']);
     expect(p.deprovisions).toHaveLength(0);
 
     f.omni.controllers.releaseMachineRequestStatus(id);
     await deleted;
-    await eventually(() => order.includes('request destroyed'), 'request destroyed event');
+    await f.eventually(() => order.includes('request destroyed'), 'request destroyed event');
     expect(order).toEqual(['patch destroyed', 'status destroyed', 'deprovision', 'private state destroyed', 'finalizer removed', 'request destroyed']);
     expect(p.deprovisions).toHaveLength(1);
     expect(p.deprovisions[0]?.state).toMatchObject({ node: 'pve1', vmid: 100 });
@@ -284,10 +287,10 @@ describe('teardown', () => {
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     const id = req.metadata.id;
     controller = startController(f, p);
-    await eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
+    await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED');
     await controller.whenIdle();
     f.omni.store.destroy(PRIVATE_NS, PRIVATE_TYPE, id, { owner: CTRL });
-    await f.omni.controllers.deleteMachineRequest(id);
+    await f.omni.controllers.deleteMachineRequest(id, signal);
     expect(f.omni.controllers.machineRequest(id)).toBeUndefined();
     expect(p.deprovisions).toHaveLength(0);
   });
@@ -297,7 +300,7 @@ describe('teardown', () => {
     seedPrivateState(f.omni.store, 'gone-bbbbbb', { node: 'pve1', vmid: 124 });
     f.omni.store.teardown(PRIVATE_NS, PRIVATE_TYPE, 'gone-bbbbbb', { owner: CTRL });
     controller = startController(f, p);
-    await eventually(() => !privateState(f.omni.store, 'gone-aaaaaa') && !privateState(f.omni.store, 'gone-bbbbbb'), 'dangling state destroyed');
+    await f.eventually(() => !privateState(f.omni.store, 'gone-aaaaaa') && !privateState(f.omni.store, 'gone-bbbbbb'), 'dangling state destroyed');
     expect(p.deprovisions.map((d) => [d.requestId, d.state.vmid]).sort()).toEqual([
       ['gone-aaaaaa', 123],
       ['gone-bbbbbb', 124],
@@ -319,7 +322,7 @@ describe('shutdown', () => {
     });
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
     controller = startController(f, p);
-    await eventually(() => release, 'step started');
+    await f.eventually(() => release, 'step started', [p.changes.trigger]);
     const stopping = controller.stop();
     release?.();
     const result = await stopping;
@@ -339,29 +342,41 @@ describe('shutdown', () => {
     })));
     f.omni.controllers.createMachineRequest('workers', SPEC);
     controller = startController(f, p, { shutdownTimeoutMs: 50 });
-    await eventually(() => p.calls.length > 0, 'step started');
+    await f.eventually(() => p.calls.length > 0, 'step started', [p.changes.trigger]);
     const result = await controller.stop();
     expect(result.drained).toBe(false);
     expect(result.abandoned).toHaveLength(1);
-    await eventually(() => aborted, 'step aborted');
+    await f.eventually(() => aborted, 'step aborted');
     controller = undefined;
   });
 });
 
 describe('concurrency', () => {
   it('reconciles at most `concurrency` requests at the same time', async () => {
+    const ids = [1, 2, 3, 4, 5].map(() => f.omni.controllers.createMachineRequest('workers', SPEC).metadata.id);
     let concurrent = 0;
     let max = 0;
+    let started = 0;
+    const held: Array<() => void> = [];
     p.onStep = async (call) => {
       if (call.step !== 'pickNode') return;
+      started++;
       concurrent++;
       max = Math.max(max, concurrent);
-      await new Promise((r) => setTimeout(r, 20));
+      // Each pickNode waits until a second one runs beside it (or no request is left to come): the limit is reached
+      // whatever the pace of the reconciles. A fixed 20 ms hold could end before the other reconcile got here.
+      await new Promise<void>((resolve) => {
+        held.push(resolve);
+        if (concurrent >= 2 || started >= ids.length) for (const release of held.splice(0)) release();
+      });
       concurrent--;
     };
-    const ids = [1, 2, 3, 4, 5].map(() => f.omni.controllers.createMachineRequest('workers', SPEC).metadata.id);
     controller = startController(f, p, { concurrency: 2 });
-    await eventually(() => ids.every((id) => isProvisioned(f.omni.store, id)), 'all PROVISIONED');
+    await f.eventually(
+      () => ids.every((id) => isProvisioned(f.omni.store, id)),
+      () => `all PROVISIONED (so far ${ids.filter((id) => isProvisioned(f.omni.store, id)).length} of ${ids.length})`,
+    );
     expect(max).toBe(2);
+    expect(p.calls.filter((c) => c.step === 'pickNode')).toHaveLength(ids.length);
   });
 });
