@@ -106,13 +106,10 @@ describe('HTTP(S) adapter', () => {
       body: 'vmid=401&scsi0=local-lvm%3A2',
     });
     const upid = ((await res.body.json()) as { data: string }).data;
-    let status = '';
-    for (let i = 0; i < 200 && status !== 'stopped'; i++) {
-      await new Promise((r) => setTimeout(r, 5));
-      const st = await request(`${server.url}/api2/json/nodes/pve1/tasks/${encodeURIComponent(upid)}/status`, { dispatcher: agent, headers: { authorization: rootToken } });
-      status = ((await st.body.json()) as { data: { status: string } }).data.status;
-    }
-    expect(status).toBe('stopped');
+    // Once the create's duration has passed on the simulated clock (3 ms of wall time here), the task has ended.
+    await sim.clock.sleep(sim.taskBoard.durations.qmcreate!);
+    const st = await request(`${server.url}/api2/json/nodes/pve1/tasks/${encodeURIComponent(upid)}/status`, { dispatcher: agent, headers: { authorization: rootToken } });
+    expect(((await st.body.json()) as { data: { status: string } }).data.status).toBe('stopped');
     expect(sim.vm(401)?.config.scsi0).toBe('local-lvm:vm-401-disk-0,size=2G');
   });
 });

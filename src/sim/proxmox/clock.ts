@@ -19,9 +19,13 @@ export class ScaledClock implements SimClock {
   now(): number {
     return Math.floor(this.wallStart + (performance.now() - this.monoStart) / this.timeScale);
   }
-  sleep(ms: number): Promise<void> {
-    if (ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => setTimeout(resolve, Math.max(1, ms * this.timeScale)));
+  /** Resolves once `now()` has advanced by at least `ms` (a timer alone can fire up to 1 ms of wall time early). */
+  async sleep(ms: number): Promise<void> {
+    if (ms <= 0) return;
+    const until = this.now() + ms;
+    for (let left = ms; left > 0; left = until - this.now()) {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1, left * this.timeScale)));
+    }
   }
 }
 
