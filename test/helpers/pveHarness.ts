@@ -8,7 +8,7 @@ import { parseProviderData } from '../../src/provision/providerData.js';
 import { isoCacheKey } from '../../src/omni/images.js';
 import { ProxmoxProvisioner, type ProxmoxProvisionerOptions } from '../../src/provision/proxmoxProvisioner.js';
 import { StepFailure, type ImageService, type ProvisionRequest, type StepContext } from '../../src/provision/step.js';
-import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer } from '../../src/sim/proxmox/index.js';
+import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type PveSimServer, type SimClock } from '../../src/sim/proxmox/index.js';
 
 export const fixtureFile = new URL('../fixtures/pve-3node.json', import.meta.url);
 
@@ -69,6 +69,7 @@ export async function startPveHarness(
     pendingCreateWaitMs: 2_000,
     ...opts.provisioner,
   });
+  simClockOf.set(provisioner, clock);
   return {
     sim,
     server,
@@ -92,15 +93,27 @@ disk_size: 20
 storage_selector: 'name == "local-lvm"'
 `;
 
+/** The simulator clock a harness's provisioner runs on: runSteps waits out retry delays on it. */
+const simClockOf = new WeakMap<ProxmoxProvisioner, SimClock>();
+
+/** Delay before retrying a step that failed transiently (simulated ms, like the controller's backoff). */
+const TRANSIENT_RETRY_MS = 500;
+
 export const JOIN_CONFIG = 'apiVersion: v1alpha1\nkind: SideroLinkConfig\napiUrl: https://omni.example.invalid:8090?jointoken=test-join-token\n';
 
-/** Runs every step in order (resuming from `from`), retrying a step that asks to, like the controller does. */
+/**
+ * Runs every step in order (resuming from `from`), retrying a step that asks to, like the controller does. Retry
+ * delays pass on the simulator's clock (a retry-after of 2 s is 2 simulated seconds), so the number of retries a
+ * step needs does not depend on how busy the machine is.
+ */
 export async function runSteps(
   provisioner: ProxmoxProvisioner,
   req: ProvisionRequest,
   state: MachineState = emptyMachineState(),
   opts: { maxRetries?: number; from?: string } = {},
 ): Promise<MachineState> {
+  const clock = simClockOf.get(provisioner);
+  const sleep = (ms: number) => (clock ? clock.sleep(ms) : new Promise((r) => setTimeout(r, ms)));
   let started = opts.from === undefined;
   for (const step of provisioner.steps) {
     if (!started && step.name !== opts.from) continue;
@@ -112,14 +125,14 @@ export async function runSteps(
         result = await step.run(ctx);
       } catch (err) {
         if (err instanceof StepFailure && err.transient && attempt < (opts.maxRetries ?? 20)) {
-          await new Promise((r) => setTimeout(r, 20));
+          await sleep(TRANSIENT_RETRY_MS);
           continue;
         }
         throw err;
       }
       if (result.kind === 'done') break;
       if (attempt >= (opts.maxRetries ?? 20)) throw new Error(`${step.name} still retrying: ${result.message ?? ''}`);
-      await new Promise((r) => setTimeout(r, Math.min(result.afterMs, 50)));
+      await sleep(result.afterMs);
     }
   }
   return state;
