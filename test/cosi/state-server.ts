@@ -14,6 +14,7 @@ import {
 } from '../../src/gen/cosi/v1alpha1/state_pb.js';
 import { ManagementService } from '../../src/gen/omni/management/management_pb.js';
 import { addServiceHandlers, serverChannelOptions } from '../../src/cosi/grpc.js';
+import { Changes } from '../helpers/wait.js';
 
 type WatchCall = grpc.ServerWritableStream<WatchRequest, WatchResponse>;
 
@@ -42,6 +43,8 @@ export class StateServer {
   readonly calls: { method: string; metadata: grpc.Metadata }[] = [];
   readonly watchRequests: WatchRequest[] = [];
   private readonly watches = new Set<{ call: WatchCall; req: WatchRequest }>();
+  /** Notified whenever a watch stream opens or closes (for waits on `openWatches`). */
+  readonly watchChanges = new Changes();
   teardownImplemented = true;
   rejectBookmarks = false;
   /** Runs before each Update is applied (e.g. to simulate a concurrent writer). */
@@ -151,11 +154,15 @@ export class StateServer {
     });
   }
 
-  async start(): Promise<string> {
+  /** Listens on 127.0.0.1; with `tls` (server key and certificate chain, PEM) over TLS. Returns the endpoint URL. */
+  async start(opts: { tls?: { key: string; certChain: string } } = {}): Promise<string> {
+    const credentials = opts.tls
+      ? grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(opts.tls.key), cert_chain: Buffer.from(opts.tls.certChain) }], false)
+      : grpc.ServerCredentials.createInsecure();
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      this.server.bindAsync('127.0.0.1:0', credentials, (err, port) => (err ? reject(err) : resolve(port))),
     );
-    return `http://127.0.0.1:${this.port}`;
+    return `${opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   stop(): Promise<void> {
@@ -270,6 +277,10 @@ export class StateServer {
     }
     const entry = { call, req };
     this.watches.add(entry);
-    call.on('cancelled', () => this.watches.delete(entry));
+    this.watchChanges.notify();
+    call.on('cancelled', () => {
+      this.watches.delete(entry);
+      this.watchChanges.notify();
+    });
   }
 }

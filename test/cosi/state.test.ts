@@ -14,6 +14,7 @@ import {
 import { decodeServiceAccountKey } from '../../src/cosi/signing.js';
 import { isConflict, isNotFound, isPhaseConflict, type WatchEvent } from '../../src/cosi/state.js';
 import { MachineRequestSpecSchema, MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '../../src/gen/omni/specs/infra_pb.js';
+import { waitFor } from '../helpers/wait.js';
 import { StateServer } from './state-server.js';
 
 const OWNER = 'proxmox.ProvisionController';
@@ -185,10 +186,6 @@ function summary(events: WatchEvent<typeof MachineRequestSpecSchema>[]): string[
   return events.map((e) => (e.type === 'bootstrapped' ? `bootstrapped${e.resync ? '(resync)' : ''}` : `${e.type} ${e.resource.metadata.id}`));
 }
 
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(cond()).toBe(true);
-}
 
 describe('watch', () => {
   it('bootstraps, resumes from the last bookmark after a broken stream, tolerates empty batches', async () => {
@@ -219,7 +216,7 @@ describe('watch', () => {
     expect((await it.next()).done).toBe(true);
   });
 
-  it('resyncs after ERRORED and after a rejected bookmark, reporting what changed meanwhile', async () => {
+  it('resyncs after ERRORED and after a rejected bookmark, reporting what changed meanwhile', async ({ signal }) => {
     omniCreatesRequest('a');
     omniCreatesRequest('b');
     const watch = omni.state.watch(MachineRequestKind);
@@ -234,11 +231,11 @@ describe('watch', () => {
     server.sendErrored();
     expect(summary(await take(it, 3))).toEqual(['destroyed a', 'destroyed b', 'bootstrapped(resync)']);
 
-    await until(() => server.openWatches === 1);
+    // The stream that got ERRORED is replaced: wait until only the new one is open.
+    await waitFor(() => server.openWatches === 1, { what: () => `one open watch (now ${server.openWatches})`, on: [server.watchChanges.trigger], signal });
     server.rejectBookmarks = true;
     server.breakWatches();
     omniCreatesRequest('f');
-    await new Promise((r) => setTimeout(r, 1));
     const events = summary(await take(it, 2));
     expect(events).toEqual(['created f', 'bootstrapped(resync)']);
     expect(server.watchRequests.at(-1)?.options?.bootstrapContents).toBe(true);

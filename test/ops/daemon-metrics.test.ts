@@ -13,6 +13,7 @@ import { MachineRequestKind } from '../../src/cosi/resources.js';
 import { recordPveTasks } from '../../src/ops/providerMetrics.js';
 import { waitForTask } from '../../src/proxmox/tasks.js';
 import { GrpcCode } from '../../src/sim/omni/errors.js';
+import { storeChanges, waitFor } from '../helpers/wait.js';
 
 const DATA = `cores: 2\nmemory: 2048\ndisk_size: 10\nstorage_selector: 'name == "local-lvm"'\n`;
 
@@ -21,13 +22,8 @@ let server: PveSimServer;
 let sim: PveSim;
 let daemon: RunningDaemon;
 
-async function until(what: string, done: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** Wall time (s) before the daemon started: its heartbeat timestamps are later. */
+let startedAtSeconds = 0;
 
 function stage(id: string): string | undefined {
   const res = omni.store.find(NS.infraProvider, TYPES.machineRequestStatus, id);
@@ -67,6 +63,7 @@ beforeAll(async () => {
       heartbeatIntervalSeconds: 10,
     },
   };
+  startedAtSeconds = Math.floor(Date.now() / 1000);
   daemon = await startDaemon(settings, silentLogger);
 }, 30_000);
 
@@ -77,10 +74,16 @@ afterAll(async () => {
 });
 
 describe('daemon metrics', () => {
-  it('counts Proxmox calls, step runs, heartbeats, request phases and deprovisions', async () => {
+  it('counts Proxmox calls, step runs, heartbeats, request phases and deprovisions', async ({ signal }) => {
     expect(daemon.opsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     omni.controllers.createMachineRequest('workers', { talosVersion: 'v1.11.5', providerData: DATA }, 'workers-1');
-    await until('the request to be provisioned', () => stage('workers-1') === 'PROVISIONED');
+    await waitFor(() => stage('workers-1') === 'PROVISIONED', {
+      what: () => `the request to be provisioned (stage now ${stage('workers-1')})`,
+      on: [storeChanges(omni.store)],
+      signal,
+    });
+    // Omni stores PROVISIONED before the daemon has the answer (and records the phase): let that reconcile end.
+    await daemon.provider.controller.whenIdle();
 
     let m = await scrape();
     for (const step of ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM']) {
@@ -95,7 +98,7 @@ describe('daemon metrics', () => {
     expect(m.get('proxmox_provider_machine_requests{phase="provisioned"}')).toBe(1);
     expect(m.get('proxmox_provider_machine_requests{phase="provisioning"}')).toBe(0);
     expect(m.get('proxmox_provider_omni_heartbeats_total{result="ok"}')).toBeGreaterThanOrEqual(1);
-    expect(m.get('proxmox_provider_omni_heartbeat_last_success_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 120);
+    expect(m.get('proxmox_provider_omni_heartbeat_last_success_timestamp_seconds')).toBeGreaterThanOrEqual(startedAtSeconds);
     expect(m.get('proxmox_provider_deprovisions_total{result="done"}')).toBeUndefined();
     // Every Proxmox task the steps waited for, by type and outcome, and how long the waits took.
     for (const type of ['download', 'qmcreate', 'qmstart']) {
@@ -107,7 +110,8 @@ describe('daemon metrics', () => {
     expect(m.get('proxmox_provider_omni_rpcs_total{method="/cosi.resource.State/Update",code="OK"}')).toBeGreaterThanOrEqual(1);
     expect(m.get('proxmox_provider_omni_rpcs_total{method="/management.ManagementService/CreateSchematicFromRaw",code="OK"}')).toBe(1);
 
-    await omni.controllers.deleteMachineRequest('workers-1');
+    await omni.controllers.deleteMachineRequest('workers-1', signal);
+    await daemon.provider.controller.whenIdle();
     m = await scrape();
     expect(m.get('proxmox_provider_deprovisions_total{result="done"}')).toBe(1);
     expect(m.get('proxmox_provider_machine_requests{phase="provisioned"}')).toBe(0);

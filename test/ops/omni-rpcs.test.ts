@@ -8,6 +8,7 @@ import { isNotFound } from '../../src/cosi/state.js';
 import { silentLogger } from '../../src/log.js';
 import { createProviderMetrics, recordOmniRpcs } from '../../src/ops/providerMetrics.js';
 import { startInProcessOmni, type InProcessOmni } from '../../src/sim/omni/index.js';
+import { Changes, waitFor } from '../helpers/wait.js';
 
 let omni: InProcessOmni;
 let key: ServiceAccountKey;
@@ -22,8 +23,9 @@ afterAll(async () => {
 });
 
 describe('Omni RPC observer', () => {
-  it('reports unary calls with their code, a cancelled watch as CANCELLED, and feeds omni_rpcs_total', async () => {
+  it('reports unary calls with their code, a cancelled watch as CANCELLED, and feeds omni_rpcs_total', async ({ signal }) => {
     const seen: Array<[string, string]> = [];
+    const reported = new Changes();
     const metrics = createProviderMetrics({ version: 'test' });
     const count = recordOmniRpcs(metrics);
     const client = connectOmni({
@@ -34,6 +36,7 @@ describe('Omni RPC observer', () => {
         expect(seconds).toBeGreaterThanOrEqual(0);
         seen.push([method, code]);
         count(method, code, seconds);
+        reported.notify();
       },
     });
     try {
@@ -46,7 +49,8 @@ describe('Omni RPC observer', () => {
         for await (const ev of watch) if (ev.type === 'bootstrapped') watch.close();
       })();
       await consumed;
-      for (let i = 0; i < 100 && !seen.some(([m]) => m.endsWith('/Watch')); i++) await new Promise((r) => setTimeout(r, 10));
+      // The closed stream is reported once grpc-js has ended the call.
+      await waitFor(() => seen.some(([m]) => m.endsWith('/Watch')), { what: 'the watch to be reported', on: [reported.trigger], signal });
     } finally {
       client.close();
     }

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { WorkQueue, requeueAfter, workDone, type WorkOutcome } from '../../src/provision/queue.js';
+import { Changes, waitFor } from '../helpers/wait.js';
+
+/** Every run a handler in these tests starts (the queue's only observable activity). */
+const started = new Changes();
 
 /** A handler whose runs stay open until the test releases them. */
 function gatedHandler() {
@@ -16,6 +20,7 @@ function gatedHandler() {
         concurrent--;
         resolve(o);
       }]);
+      started.notify();
     });
   const release = (id: string, outcome: WorkOutcome = workDone) => {
     const list = open.get(id) ?? [];
@@ -26,10 +31,9 @@ function gatedHandler() {
   return { handler, runs, release, running: () => [...open.entries()].filter(([, l]) => l.length > 0).map(([id]) => id), max: () => maxConcurrent };
 }
 
-const tick = () => new Promise((r) => setTimeout(r, 0));
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 2000 && !check(); i++) await tick();
-  if (!check()) throw new Error('condition never held');
+/** Waits until `check` holds, re-checked whenever a handler run starts (no deadline: the test's timeout is the bound). */
+function until(check: () => boolean): Promise<unknown> {
+  return waitFor(() => check() || undefined, { what: String(check), on: [started.trigger] });
 }
 
 describe('WorkQueue', () => {
@@ -65,6 +69,7 @@ describe('WorkQueue', () => {
         const now = Date.now();
         delays.push(now - last);
         last = now;
+        started.notify();
         if (id === 'fail' && failures++ < 3) throw new Error('boom');
         return workDone;
       },
@@ -81,6 +86,7 @@ describe('WorkQueue', () => {
     const seen: string[] = [];
     const r = new WorkQueue(async (id) => {
       seen.push(id);
+      started.notify();
       return seen.length === 1 ? requeueAfter(5) : workDone;
     });
     r.add('x');
@@ -96,10 +102,11 @@ describe('WorkQueue', () => {
 
   it('stop() takes no new work, waits for in-flight items up to the bound, then aborts them', async () => {
     let signalSeen: AbortSignal | undefined;
-    const started: string[] = [];
+    const startedIds: string[] = [];
     const q = new WorkQueue(
       (id, signal) => {
-        started.push(id);
+        startedIds.push(id);
+        started.notify();
         signalSeen = signal;
         return new Promise(() => {});
       },
@@ -108,12 +115,16 @@ describe('WorkQueue', () => {
     q.add('hung');
     q.add('waiting');
     q.addAfter('later', 1);
-    await until(() => started.length === 1);
+    await until(() => startedIds.length === 1);
     const result = await q.stop(20);
     expect(result).toEqual({ drained: false, abandoned: ['hung'] });
     expect(signalSeen?.aborted).toBe(true);
+    // Nothing can run any more: no retry timer is left ('later' was dropped), and an add is refused on the spot
+    // (a run would start one microtask after add(); a macrotask later it would have).
+    expect(q.scheduled()).toEqual([]);
     q.add('after-stop');
-    await new Promise((r) => setTimeout(r, 10));
-    expect(started).toEqual(['hung']);
+    await new Promise((r) => setImmediate(r));
+    expect(q.inFlight()).toEqual(['hung']);
+    expect(startedIds).toEqual(['hung']);
   });
 });

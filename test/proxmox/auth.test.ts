@@ -11,8 +11,10 @@ class TicketServer {
   valid = new Map<string, string>(); // ticket -> csrf
   issued = 0;
   loginDelayMs = 0;
-  /** Extra delay before answering a given path (to order concurrent answers). */
-  pathDelayMs: Record<string, number> = {};
+  /** The answer to a path waits for its gate (orders concurrent answers by events rather than by delays). */
+  pathGate: Record<string, Promise<void>> = {};
+  /** Sees every request that carries a valid ticket, before it is answered. */
+  onValidTicket: ((r: RecordedRequest) => void) | undefined;
   server!: PveTestServer;
   /** Answers for authenticated calls; default: ok(UPID) for writes, ok([]) for reads. */
   handler: (r: RecordedRequest) => Reply = (r) => (r.method === 'GET' ? ok([]) : ok(UPID));
@@ -48,8 +50,8 @@ class TicketServer {
       this.valid.set(ticket, csrf);
       return ok({ username: 'omni@pve', ticket, CSRFPreventionToken: csrf, cap: {} });
     }
-    const delay = this.pathDelayMs[r.path];
-    if (delay) await new Promise((res) => setTimeout(res, delay));
+    const gate = this.pathGate[r.path];
+    if (gate) await gate;
     const m = /PVEAuthCookie=([^;]*)/.exec(r.headers.cookie ?? '');
     if (!m) return { status: 401, reason: 'No ticket' };
     const csrf = this.valid.get(m[1]!);
@@ -57,6 +59,7 @@ class TicketServer {
     if (r.method !== 'GET' && r.headers.csrfpreventiontoken !== csrf) {
       return { status: 401, reason: 'Permission denied - invalid csrf token' };
     }
+    this.onValidTicket?.(r);
     return this.handler(r);
   }
 }
@@ -178,8 +181,13 @@ describe('ticket authentication', () => {
     const { pve, client } = await setup();
     await client.nodes();
     pve.expireAll();
-    // Both calls use the expired ticket; the slow one's 401 arrives after the fast one has logged in again.
-    pve.pathDelayMs['/cluster/status'] = 150;
+    // Both calls use the expired ticket; the slow one's 401 is held until the fast one has logged in again and come
+    // back with the new ticket.
+    let release = () => {};
+    pve.pathGate['/cluster/status'] = new Promise<void>((resolve) => (release = resolve));
+    pve.onValidTicket = (r) => {
+      if (r.path === '/nodes') release();
+    };
     await Promise.all([client.clusterStatus(), client.nodes()]);
     expect(pve.logins()).toHaveLength(2);
   });

@@ -10,18 +10,16 @@ import { encodeJoinToken } from '../../src/sim/omni/jointoken.js';
 import { encodeSpec } from '../../src/sim/omni/controllers.js';
 import { FINALIZERS, LABELS, NS, TYPES } from '../../src/sim/omni/resources.js';
 import { startInProcessOmni, type InProcessOmni } from '../../src/sim/omni/server.js';
+import type { CosiStore } from '../../src/sim/omni/store.js';
+import { storeChanges, waitFor } from '../helpers/wait.js';
 import { decodeKeyString, signedMetadata, type DecodedKey } from './sign-fixture.js';
 
 const P = 'proxmox';
 const CTRL = 'proxmox.ProvisionController';
 
-/** Waits (event-loop turns, bounded) until `check` holds; no wall-clock assertions. */
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  throw new Error(`timed out waiting for ${what}`);
+/** Waits until `check` holds, re-checking on every write to the store (no deadline: the test's timeout is the bound). */
+function until(store: CosiStore, check: () => boolean, what: string): Promise<unknown> {
+  return waitFor(() => check() || undefined, { what, on: [storeChanges(store)] });
 }
 
 async function failure(p: Promise<unknown>): Promise<grpc.ServiceError> {
@@ -173,7 +171,8 @@ describe('in-process Omni over gRPC', () => {
     );
     const iter = live[Symbol.asyncIterator]();
     await iter.next();
-    await until(() => omni.faults.openWatchCount() > 0, 'the watch to register');
+    // The server registers the stream for faults in the same turn as it sends the empty confirmation just read.
+    expect(omni.faults.openWatchCount()).toBeGreaterThan(0);
     expect(omni.faults.injectErroredEvent('buffer overrun: test')).toBeGreaterThan(0);
     const errored = await iter.next();
     live.cancel();
@@ -210,12 +209,13 @@ describe('in-process Omni over gRPC', () => {
       { resource: { metadata: { namespace: NS.infraProvider, type: TYPES.machineRequestStatus, id, version: 'undefined', phase: 'running' }, spec: mrsSpec }, options: { owner: CTRL } },
       await signed('/cosi.resource.State/Create'),
     );
-    await until(() => omni.store.get(NS.infraProvider, TYPES.machineRequestStatus, id).metadata.finalizers.length > 0, 'the cleanup finalizer');
+    await until(omni.store, () => omni.store.get(NS.infraProvider, TYPES.machineRequestStatus, id).metadata.finalizers.length > 0, 'the cleanup finalizer');
     expect(omni.store.get(NS.infraProvider, TYPES.machineRequestStatus, id).metadata.finalizers).toEqual([FINALIZERS.machineRequestStatusCleanup]);
 
     // Omni scales down.
     const deleted = omni.controllers.deleteMachineRequest(id);
-    await until(async () => (await get())?.metadata?.phase === 'tearingDown', 'the request to tear down');
+    await until(omni.store, () => omni.store.get(NS.infraProvider, TYPES.machineRequest, id).metadata.phase === 'tearingDown', 'the request to tear down');
+    expect((await get())?.metadata?.phase).toBe('tearingDown');
 
     const teardown = async () =>
       (await state.teardown({ namespace: NS.infraProvider, type: TYPES.machineRequestStatus, id, options: { owner: CTRL } }, await signed('/cosi.resource.State/Teardown'))).destroyReady;

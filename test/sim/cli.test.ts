@@ -3,18 +3,32 @@ import { request } from 'undici';
 import { describe, expect, it, vi } from 'vitest';
 import simProxmox from '../../src/cli/sim-proxmox.js';
 import { UsageError } from '../../src/cli/usage.js';
+import { Changes, waitFor } from '../helpers/wait.js';
 import { fixturePath, rootToken } from './helpers.js';
 
 describe('sim proxmox command', () => {
-  it('prints one JSON line with the URL, serves the fixture, and stops on SIGTERM', async () => {
+  it('prints one JSON line with the URL, serves the fixture, and stops on SIGTERM', async ({ signal }) => {
     const lines: string[] = [];
+    const printed = new Changes();
     const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
       lines.push(String(chunk));
+      printed.notify();
       return true;
     });
     try {
       const done = simProxmox(['--fixture', fileURLToPath(fixturePath), '--port', '0', '--seed', '5']);
-      for (let i = 0; i < 200 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      let ended: string | undefined;
+      done.then(
+        (code) => {
+          ended = `the command returned ${code} without printing`;
+          printed.notify();
+        },
+        (err: unknown) => {
+          ended = `the command failed: ${String(err)}`;
+          printed.notify();
+        },
+      );
+      await waitFor(() => lines.length > 0, { what: 'the line with the URL', on: [printed.trigger], impossible: () => ended, signal });
       const info = JSON.parse(lines[0]!) as { url: string; fingerprint: string | null };
       expect(info.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(info.fingerprint).toBeNull();
