@@ -2,7 +2,7 @@
 // against the Proxmox simulator and, in turn, upstream's COSI server (Go harness) and the in-process Omni, driven
 // through the same scenarios; the outcomes are compared at the end.
 import { fromBinary } from '@bufbuild/protobuf';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startDaemon, type DaemonSettings, type RunningDaemon } from '../../src/daemon.js';
 import { bootFromSeed } from '../../src/demo/machine.js';
 import { encodeJoinToken } from '../../src/sim/omni/jointoken.js';
@@ -14,6 +14,7 @@ import { PveSim, ScaledClock, startPveSimServer, type PveSimServer } from '../..
 import { e2eFixture, PROVIDER_TOKEN, SMALL_VM } from '../helpers/e2e.js';
 import { SERVER_NAMES, startServer, type ConformanceOmni, type ServerName } from './servers.js';
 import { Observations, resourceView } from './wire.js';
+import { pollFor } from '../helpers/wait.js';
 
 const CONTROLLER = 'proxmox.ProvisionController';
 const PRIVATE_NS = 'infra-provider:proxmox';
@@ -22,14 +23,18 @@ const MRS_TYPE = 'MachineRequestStatuses.omni.sidero.dev';
 const MR_TYPE = 'MachineRequests.omni.sidero.dev';
 const observations = new Observations();
 
-async function eventually<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 45_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The running test's signal (aborted when it times out). */
+let signal: AbortSignal | undefined;
+beforeEach((ctx) => {
+  signal = ctx.signal;
+});
+
+/**
+ * Polls the server (the upstream one is another process: nothing to subscribe to) with no deadline of its own;
+ * ends with the test's signal.
+ */
+function eventually<T>(check: () => Promise<T | undefined | false>, what: string): Promise<T> {
+  return pollFor(check, { what, everyMs: 50, signal });
 }
 
 describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
@@ -137,7 +142,7 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
     expect(refused.ok).toBe(false);
     record('join: forged token', refused);
 
-    await srv.deleteMachineRequest('req-1');
+    await srv.deleteMachineRequest('req-1', signal);
     const left = {
       request: (await srv.get('infra-provider', MR_TYPE, 'req-1')) !== undefined,
       status: (await srv.get('infra-provider', MRS_TYPE, 'req-1')) !== undefined,
@@ -157,7 +162,7 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
     const done = await provisioned('req-2');
     expect(vmsNamed('req-2')).toBe(1);
     record('restart: provisioned after restart', { stage: done.stage, vms: vmsNamed('req-2') });
-    await srv.deleteMachineRequest('req-2');
+    await srv.deleteMachineRequest('req-2', signal);
     expect(vmsNamed('req-2')).toBe(0);
   });
 
@@ -167,7 +172,7 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
     try {
       await srv.createMachineRequest('workers', 'req-3', { talosVersion: 'v1.9.5', providerData: SMALL_VM });
       await provisioned('req-3');
-      await srv.deleteMachineRequest('req-3');
+      await srv.deleteMachineRequest('req-3', signal);
       const left = { status: (await srv.get('infra-provider', MRS_TYPE, 'req-3')) !== undefined, vms: vmsNamed('req-3') };
       expect(left).toEqual({ status: false, vms: 0 });
       record('no teardown rpc: leftovers', left);

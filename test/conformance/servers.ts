@@ -66,8 +66,11 @@ export interface ConformanceOmni {
   releaseMachineRequestStatus(id: string): Promise<void>;
   /** A machine connects with `token`; `error` is Omni's refusal. */
   machineJoins(uuid: string, token: string): Promise<{ ok: true } | { ok: false; error: string }>;
-  /** Omni tears the request down and destroys it once its finalizers are gone. */
-  deleteMachineRequest(id: string, timeoutMs?: number): Promise<void>;
+  /**
+   * Omni tears the request down and destroys it once its finalizers are gone. `until`: a bound in ms (the bench's
+   * own), or a signal (a test's: no bound but the test's timeout); neither: no bound.
+   */
+  deleteMachineRequest(id: string, until?: number | AbortSignal): Promise<void>;
   setCapabilities(c: { teardownRpc?: boolean; createSchematicFromRaw?: boolean }): Promise<void>;
   callCounts(): Promise<Record<string, number>>;
   close(): Promise<void>;
@@ -172,8 +175,8 @@ export async function startInProcessServer(): Promise<ConformanceOmni> {
         return { ok: false, error: (err as Error).message };
       }
     },
-    async deleteMachineRequest(id, timeoutMs = 30_000) {
-      await omni.controllers.deleteMachineRequest(id, AbortSignal.timeout(timeoutMs));
+    async deleteMachineRequest(id, until) {
+      await omni.controllers.deleteMachineRequest(id, typeof until === 'number' ? AbortSignal.timeout(until) : until);
     },
     async setCapabilities(c) {
       if (c.teardownRpc !== undefined) omni.capabilities.teardownRpc = c.teardownRpc;
@@ -273,8 +276,13 @@ export async function startUpstreamServer(): Promise<ConformanceOmni> {
     child.once('exit', (code) => reject(new Error(`omni-harness exited with ${code}: ${stderr}`)));
   });
   const control = `http://127.0.0.1:${ready.controlPort}`;
-  const call = async <T>(path: string, body: unknown = {}): Promise<T> => {
-    const res = await fetch(`${control}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const call = async <T>(path: string, body: unknown = {}, signal?: AbortSignal): Promise<T> => {
+    const res = await fetch(`${control}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      ...(signal ? { signal } : {}),
+    });
     const json = (await res.json()) as T & { error?: string };
     if (!res.ok) throw new ControlError(res.status, json.error ?? `HTTP ${res.status}`);
     return json;
@@ -353,8 +361,11 @@ export async function startUpstreamServer(): Promise<ConformanceOmni> {
         throw err;
       }
     },
-    async deleteMachineRequest(id, timeoutMs = 30_000) {
-      await call('/omni/delete-machine-request', { id, timeoutMs });
+    async deleteMachineRequest(id, until) {
+      // The harness bounds the wait itself (default 30 s); without a bound of ours, a day. A signal aborts the
+      // control call, which cancels the harness's wait (the request context).
+      const timeoutMs = typeof until === 'number' ? until : 24 * 3600_000;
+      await call('/omni/delete-machine-request', { id, timeoutMs }, typeof until === 'number' ? undefined : until);
     },
     async setCapabilities(c) {
       await call('/capabilities', c);
