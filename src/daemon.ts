@@ -59,6 +59,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     key,
     providerId: cfg.provider.id,
     insecureSkipVerify: cfg.omni.insecureSkipVerify,
+    ...(cfg.omni.caFile !== undefined ? { caCertificates: readFileSync(cfg.omni.caFile) } : {}),
     logger: log.child({ component: 'omni' }),
     onRpc: recordOmniRpcs(metrics),
   });

@@ -1,5 +1,6 @@
 // Daemon configuration from flags, environment and the YAML config file (flag > env > file > default), validated
 // into a typed DaemonConfig: `demo` when nothing is configured, `live` when Omni and Proxmox are fully configured.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { YAMLParseError, parse as parseYaml } from 'yaml';
 import type { PveCredentials } from '../proxmox/auth.js';
@@ -41,6 +42,8 @@ export interface OmniSettings {
   /** The identity written into the key (`infra-provider:<id>` or `<id>`); not secret. */
   serviceAccountName: string;
   insecureSkipVerify: boolean;
+  /** PEM file of extra CA certificates to trust for Omni (checked at load: readable, holds a certificate). */
+  caFile?: string;
 }
 
 /** Shaped like the matching fields of PveClientOptions. */
@@ -183,7 +186,9 @@ export function loadConfig(
   const proxmoxGiven = proxmoxKeys.some((k) => raw.has(k) && String(raw.get(k)!.value).trim() !== '');
 
   if (!omniGiven && !proxmoxGiven) {
-    if (raw.has('omni.insecureSkipVerify')) warnings.push('the Omni TLS setting is ignored in demo mode (no Omni endpoint is set)');
+    if (raw.has('omni.insecureSkipVerify') || str('omni.caFile') !== '') {
+      warnings.push('the Omni TLS settings are ignored in demo mode (no Omni endpoint is set)');
+    }
     if (problems.length > 0) throw new ConfigError(problems);
     return { mode: 'demo', provider, configFile, sources, warnings };
   }
@@ -198,7 +203,7 @@ export function loadConfig(
       `Omni is configured but Proxmox is not: set the Proxmox URL (${describeSetting('proxmox.url')}) and an API token (PROXMOX_TOKEN_ID + PROXMOX_TOKEN_SECRET, or tokenID/tokenSecret under proxmox: in the config file)`,
     );
   }
-  const omni = omniGiven ? buildOmniSettings(str, bool, provider.id, problems, warnings) : undefined;
+  const omni = omniGiven ? buildOmniSettings(str, bool, raw, readFile, provider.id, problems, warnings) : undefined;
   const proxmox = proxmoxGiven ? buildProxmoxSettings(str, bool, raw, readFile, problems, warnings) : undefined;
 
   if (problems.length > 0 || !omni || !proxmox) throw new ConfigError(problems);
@@ -446,7 +451,15 @@ function buildProviderSettings(
   };
 }
 
-function buildOmniSettings(str: Str, bool: Bool, providerId: string, problems: string[], warnings: string[]): OmniSettings | undefined {
+function buildOmniSettings(
+  str: Str,
+  bool: Bool,
+  raw: Map<SettingKey, RawValue>,
+  readFile: ReadTextFile,
+  providerId: string,
+  problems: string[],
+  warnings: string[],
+): OmniSettings | undefined {
   const endpoint = str('omni.endpoint');
   const key = str('omni.serviceAccountKey');
   const before = problems.length;
@@ -493,8 +506,56 @@ function buildOmniSettings(str: Str, bool: Bool, providerId: string, problems: s
       }
     }
   }
+  let insecureSkipVerify = bool('omni.insecureSkipVerify');
+  const caFile = str('omni.caFile');
+  if (caFile !== '') {
+    checkCaFile(caFile, originOf(raw, 'omni.caFile'), readFile, problems, { parse: true });
+    if (endpoint !== '' && !/^https:/i.test(endpoint)) {
+      warnings.push(`${originOf(raw, 'omni.caFile')} is ignored: the Omni endpoint is not https://`);
+    }
+    if (insecureSkipVerify) {
+      warnings.push('omni.insecureSkipVerify is ignored because an Omni CA file is set (the certificate is verified against it)');
+      insecureSkipVerify = false;
+    }
+  }
   if (problems.length > before) return undefined;
-  return { endpoint, serviceAccountKey: key, serviceAccountName, insecureSkipVerify: bool('omni.insecureSkipVerify') };
+  return {
+    endpoint,
+    serviceAccountKey: key,
+    serviceAccountName,
+    insecureSkipVerify,
+    ...(caFile !== '' ? { caFile } : {}),
+  };
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/**
+ * A CA file setting must name a readable file holding at least one PEM certificate; with `parse`, every certificate
+ * in it must also decode (X.509). Problems name the setting.
+ */
+function checkCaFile(path: string, origin: string, readFile: ReadTextFile, problems: string[], opts: { parse?: boolean } = {}): void {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (err) {
+    problems.push(`cannot read ${origin} ${path} (${errorCode(err)}); check the path and the volume mount`);
+    return;
+  }
+  const blocks = text.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) {
+    problems.push(`${origin} ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    return;
+  }
+  if (!opts.parse) return;
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      problems.push(`${origin} ${path}: certificate ${i + 1} of ${blocks.length} is not a valid X.509 certificate`);
+      return;
+    }
+  }
 }
 
 /** Checks the shape of an Omni key (base64 of JSON with `name` and an armored `pgp_key`) without revealing it. */
@@ -607,14 +668,8 @@ function buildProxmoxSettings(
     }
   }
   if (caFile !== '') {
-    try {
-      if (!readFile(caFile).includes('-----BEGIN CERTIFICATE-----')) {
-        problems.push(`${originOf(raw, 'proxmox.caFile')} ${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-      }
-      tls.caFile = caFile;
-    } catch (err) {
-      problems.push(`cannot read ${originOf(raw, 'proxmox.caFile')} ${caFile} (${errorCode(err)}); check the path and the volume mount`);
-    }
+    checkCaFile(caFile, originOf(raw, 'proxmox.caFile'), readFile, problems);
+    tls.caFile = caFile;
   }
   if (insecure) {
     if (fingerprint !== '' || caFile !== '') {

@@ -9,7 +9,7 @@ export const REDACTED = '[redacted]';
 export interface RedactedConfig {
   mode: 'demo' | 'live';
   configFile: string | null;
-  omni?: { endpoint: string; serviceAccountKey: string; serviceAccountName: string; insecureSkipVerify: boolean };
+  omni?: { endpoint: string; serviceAccountKey: string; serviceAccountName: string; insecureSkipVerify: boolean; caFile?: string };
   proxmox?: {
     url: string;
     auth: { tokenId: string; tokenSecret: string } | { username: string; password: string; realm?: string };
@@ -43,6 +43,7 @@ export function redactConfig(cfg: DaemonConfig): RedactedConfig {
       serviceAccountKey: REDACTED,
       serviceAccountName: cfg.omni.serviceAccountName,
       insecureSkipVerify: cfg.omni.insecureSkipVerify,
+      ...(cfg.omni.caFile !== undefined ? { caFile: cfg.omni.caFile } : {}),
     };
     const a = cfg.proxmox.auth;
     const tls = cfg.proxmox.tls;

@@ -23,6 +23,7 @@ export const SETTING_KEYS = [
   'omni.endpoint',
   'omni.serviceAccountKey',
   'omni.insecureSkipVerify',
+  'omni.caFile',
   'proxmox.url',
   'proxmox.tokenID',
   'proxmox.tokenSecret',
@@ -73,6 +74,14 @@ export const SETTINGS: readonly SettingSpec[] = [
     env: 'OMNI_INSECURE_SKIP_VERIFY',
     default: 'false',
     meaning: 'Do not verify the Omni TLS certificate.',
+  },
+  {
+    key: 'omni.caFile',
+    kind: 'string',
+    flag: 'omni-ca-file',
+    env: 'OMNI_CA_FILE',
+    default: '',
+    meaning: 'PEM file of a private CA to trust for Omni, in addition to the public CAs (NODE_EXTRA_CA_CERTS does not reach gRPC).',
   },
   {
     key: 'proxmox.url',

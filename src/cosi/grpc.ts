@@ -1,5 +1,7 @@
 // gRPC transport for Omni: endpoint URL → channel (TLS/h2c, 32 MiB, keepalive) and typed grpc-js clients and
 // service definitions built from protobuf-es service descriptors (shared by our clients and in-process servers).
+import { isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import {
   create,
@@ -70,16 +72,109 @@ export function parseOmniEndpoint(endpoint: string): OmniEndpoint {
 export interface ChannelSettings {
   /** Skip TLS certificate verification (`--insecure-skip-verify`). */
   insecureSkipVerify?: boolean;
-  /** Extra trusted CA certificates (PEM); system roots otherwise. */
-  caCertificates?: Buffer;
+  /**
+   * CA certificates (PEM) to trust in addition to Node's bundled CA list (what grpc-js trusts by default), e.g. the
+   * private CA of an Omni behind an internal proxy (`omni.caFile`).
+   */
+  caCertificates?: Buffer | string;
 }
 
 export function channelCredentials(endpoint: OmniEndpoint, settings: ChannelSettings = {}): grpc.ChannelCredentials {
   if (!endpoint.tls) return grpc.credentials.createInsecure();
-  const verify: grpc.VerifyOptions = settings.insecureSkipVerify
-    ? { rejectUnauthorized: false, checkServerIdentity: () => undefined }
-    : {};
-  return grpc.credentials.createSsl(settings.caCertificates ?? null, null, null, verify);
+  return new OmniTlsCredentials(endpoint.host, settings);
+}
+
+/**
+ * The CAs an Omni certificate may chain to: `extra` (PEM, one or more certificates) on top of Node's bundled CA list;
+ * undefined without `extra` (Node's defaults, what grpc-js uses).
+ */
+export function omniTrustedCas(extra: Buffer | string | undefined): string[] | undefined {
+  const pem = extra === undefined ? '' : extra.toString();
+  return pem.trim() === '' ? undefined : [...rootCertificates, pem];
+}
+
+type SecureConnector = ReturnType<grpc.ChannelCredentials['_createSecureConnector']>;
+type SecureConnectResult = Awaited<ReturnType<SecureConnector['connect']>>;
+
+/** Node's codes for a peer certificate that did not verify (chain, expiry, host name). */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY|ALTNAME/;
+
+/**
+ * TLS to Omni the way grpc-js's own SSL credentials do it (ALPN h2, verification against `ca` or Node's CA list,
+ * host name check), with two differences: SNI is sent only for host names — RFC 6066 forbids IP addresses there, and
+ * grpc-js always sets one, which makes Node print a DEP0123 warning for `https://<ip>` endpoints; it has no channel
+ * option to leave it out — and a rejected certificate fails with a message that says so.
+ */
+class OmniTlsCredentials extends grpc.ChannelCredentials {
+  readonly #host: string;
+  readonly #secureContext: SecureContext;
+  readonly #insecure: boolean;
+
+  constructor(host: string, settings: ChannelSettings) {
+    super();
+    this.#host = host;
+    this.#insecure = settings.insecureSkipVerify ?? false;
+    const ca = omniTrustedCas(settings.caCertificates);
+    this.#secureContext = createSecureContext(ca === undefined ? {} : { ca });
+  }
+
+  override _isSecure(): boolean {
+    return true;
+  }
+
+  override _equals(other: grpc.ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  override _createSecureConnector(
+    ...args: Parameters<grpc.ChannelCredentials['_createSecureConnector']>
+  ): SecureConnector {
+    const callCredentials = args[2] ?? grpc.credentials.createEmpty();
+    return {
+      connect: (socket: Socket) => this.#handshake(socket),
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => callCredentials,
+      destroy: () => undefined,
+    };
+  }
+
+  #handshake(socket: Socket): Promise<SecureConnectResult> {
+    const host = this.#host;
+    return new Promise((resolve, reject) => {
+      const tlsSocket = tlsConnect(
+        {
+          socket,
+          host,
+          ...(isIP(host) === 0 ? { servername: host } : {}),
+          secureContext: this.#secureContext,
+          ALPNProtocols: ['h2'],
+          rejectUnauthorized: !this.#insecure,
+          ...(this.#insecure ? { checkServerIdentity: () => undefined } : {}),
+        },
+        () => {
+          if (!this.#insecure && !tlsSocket.authorized) {
+            reject(certificateError(host, tlsSocket.authorizationError));
+            return;
+          }
+          resolve({ socket: tlsSocket, secure: true });
+        },
+      );
+      tlsSocket.on('error', (err: Error & { code?: unknown }) => {
+        reject(typeof err.code === 'string' && CERTIFICATE_ERROR.test(err.code) ? certificateError(host, err) : err);
+      });
+    });
+  }
+}
+
+/** Codes of a chain that ends at a CA nobody configured (as opposed to an expired certificate or a wrong name). */
+const UNKNOWN_ISSUER = /SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF/;
+
+function certificateError(host: string, cause: unknown): Error {
+  const e = cause as { message?: unknown; code?: unknown } | null;
+  const message = typeof e?.message === 'string' ? e.message : String(cause);
+  const code = typeof e?.code === 'string' ? e.code : 'ERR_TLS_CERT';
+  const hint = UNKNOWN_ISSUER.test(code) ? '; if a private CA issued it, trust that CA with OMNI_CA_FILE (omni.caFile)' : '';
+  return Object.assign(new Error(`the TLS certificate of Omni at ${host} was not accepted: ${message} (${code})${hint}`, { cause }), { code });
 }
 
 /** One HTTP/2 channel to Omni, shared by every service client. */
