@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { ConfigError, loadConfig, type LiveConfig, type ReadTextFile } from '../config/index.js';
+import { omniTrustedCas, parseOmniEndpoint } from '../cosi/grpc.js';
 import { connectOmni } from '../cosi/omni-client.js';
 import { InfraProviderKind, LABEL_INFRA_PROVIDER_ID, MachineRequestKind } from '../cosi/resources.js';
 import { decodeServiceAccountKey, ServiceAccountKeyError, type ServiceAccountKey } from '../cosi/signing.js';
@@ -134,10 +135,15 @@ interface PeerView {
   authorizationError: string;
   subject: string;
   validTo: string;
+  /** The ALPN protocol agreed on ('' when none). */
+  alpn: string;
 }
 
-/** Opens one TLS connection and reports the certificate presented and whether `ca` (or the system CAs) vouch for it. */
-function inspectTls(host: string, port: number, ca: string | undefined, timeoutMs: number): Promise<PeerView> {
+/**
+ * Opens one TLS connection and reports the certificate presented and whether `ca` (or the system CAs) vouch for it,
+ * host name included. SNI only for host names (RFC 6066).
+ */
+function inspectTls(host: string, port: number, ca: string | string[] | undefined, timeoutMs: number, alpn?: string[]): Promise<PeerView> {
   return new Promise((resolve, reject) => {
     const socket: TLSSocket = tlsConnect({
       host,
@@ -145,6 +151,7 @@ function inspectTls(host: string, port: number, ca: string | undefined, timeoutM
       rejectUnauthorized: false,
       ...(isIP(host) === 0 ? { servername: host } : {}),
       ...(ca !== undefined ? { ca } : {}),
+      ...(alpn !== undefined ? { ALPNProtocols: alpn } : {}),
     });
     const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`no TLS handshake within ${Math.round(timeoutMs / 1000)} s`), { code: 'ETIMEDOUT' })), timeoutMs);
     socket.once('secureConnect', () => {
@@ -163,6 +170,7 @@ function inspectTls(host: string, port: number, ca: string | undefined, timeoutM
         authorizationError: err instanceof Error ? err.message : typeof err === 'string' ? err : '',
         subject: typeof cert.subject?.CN === 'string' ? cert.subject.CN : '',
         validTo: cert.valid_to ?? '',
+        alpn: typeof socket.alpnProtocol === 'string' ? socket.alpnProtocol : '',
       });
       socket.end();
     });
@@ -470,6 +478,8 @@ async function checkBridges(ctx: CheckContext, pve: PveClient, nodes: NodeListEn
 async function checkOmni(ctx: CheckContext): Promise<void> {
   const { cfg } = ctx;
   const id = cfg.provider.id;
+  const tls = await checkOmniTls(ctx);
+  if (tls === false) return;
   let key: ServiceAccountKey;
   try {
     key = await decodeServiceAccountKey(cfg.omni.serviceAccountKey, { now: new Date(ctx.now()) });
@@ -501,38 +511,113 @@ async function checkOmni(ctx: CheckContext): Promise<void> {
     key,
     providerId: id,
     insecureSkipVerify: cfg.omni.insecureSkipVerify,
+    ...(tls.ca !== undefined ? { caCertificates: tls.ca } : {}),
     logger: ctx.log,
   });
+  const unregistered = (): void =>
+    report(ctx, 'omni.registered', 'FAIL', `Omni has no infra provider ${JSON.stringify(id)} (it refuses the key's calls with "not registered"); register it with \`omnictl infraprovider create ${id}\` and use the key it prints`);
   try {
-    let registered = true;
+    // Omni checks the registration when it authorises a provider's call: an unregistered provider gets
+    // PERMISSION_DENIED "... is not registered in the system" for every call, this Get included. NOT_FOUND means the
+    // call was authorised (so the provider is registered) but the resource is hidden from the provider's key:
+    // `omnictl infraprovider create` writes it without the infra-provider-id label, and Omni shows a provider only
+    // the resources of the shared namespaces that carry its label.
+    let visible = true;
     try {
       await withTimeout(omni.state.get(InfraProviderKind, id), ctx.timeoutMs, `Omni did not answer within ${Math.round(ctx.timeoutMs / 1000)} s`);
     } catch (err) {
-      // Omni answers PERMISSION_DENIED "... is not registered in the system" once the signature checked out.
-      const unregistered = isNotFound(err) || (isPermissionDenied(err) && /not registered/i.test(errorText(err)));
-      if (!unregistered) {
+      if (isNotRegistered(err)) {
+        report(ctx, 'omni.api', 'OK', `${cfg.omni.endpoint} accepted the key's signature`);
+        unregistered();
+        return;
+      }
+      if (!isNotFound(err)) {
         report(ctx, 'omni.api', 'FAIL', explainOmniError(err, cfg.omni.endpoint, id));
         return;
       }
-      registered = false;
+      visible = false;
     }
     report(ctx, 'omni.api', 'OK', `${cfg.omni.endpoint} accepted a signed request`);
-    if (!registered) {
-      report(ctx, 'omni.registered', 'FAIL', `Omni has no infra provider ${JSON.stringify(id)}; register it with \`omnictl infraprovider create ${id}\` and use the key it prints`);
-      return;
-    }
-    let requests = '';
+    let requests: number;
     try {
       const list = await withTimeout(omni.state.list(MachineRequestKind, { labels: { [LABEL_INFRA_PROVIDER_ID]: id } }), ctx.timeoutMs, 'listing timed out');
-      requests = `; ${list.length} machine request(s) for it`;
+      requests = list.length;
     } catch (err) {
-      report(ctx, 'omni.registered', 'WARN', `registered, but listing its machine requests failed: ${explainOmniError(err, cfg.omni.endpoint, id)}`);
+      if (isNotRegistered(err)) {
+        unregistered();
+        return;
+      }
+      report(ctx, 'omni.registered', 'WARN', `listing the provider's machine requests failed: ${explainOmniError(err, cfg.omni.endpoint, id)}`);
       return;
     }
-    report(ctx, 'omni.registered', 'OK', `infra provider ${JSON.stringify(id)} is registered in Omni${requests}`);
+    const hidden = visible
+      ? ''
+      : ' (its InfraProviders resource is not visible to the provider key: `omnictl infraprovider create` writes it without the omni.sidero.dev/infra-provider-id label and Omni shows a provider only labelled resources; this is normal)';
+    report(ctx, 'omni.registered', 'OK', `infra provider ${JSON.stringify(id)} is registered in Omni; ${requests} machine request(s) for it${hidden}`);
   } finally {
     omni.close();
   }
+}
+
+/** PERMISSION_DENIED "infra provider with name … is not registered in the system". */
+function isNotRegistered(err: unknown): boolean {
+  return isPermissionDenied(err) && /not registered/i.test(err instanceof CosiError ? err.message : errorText(err));
+}
+
+/**
+ * `omni.connect` / `omni.tls`: one TLS handshake to the Omni endpoint with the trust the daemon uses (the CA file on
+ * top of the public CAs, or the public CAs). Returns false when Omni cannot be reached securely (later checks would
+ * only repeat it), else the extra CA certificates to give the client.
+ */
+async function checkOmniTls(ctx: CheckContext): Promise<false | { ca?: string }> {
+  const { cfg } = ctx;
+  let endpoint;
+  try {
+    endpoint = parseOmniEndpoint(cfg.omni.endpoint);
+  } catch (err) {
+    report(ctx, 'omni.connect', 'FAIL', errorText(err));
+    return false;
+  }
+  // Plaintext (http://, grpc://): the config check already warned.
+  if (!endpoint.tls) return {};
+  const caFile = cfg.omni.caFile;
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    const read = ctx.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+    try {
+      ca = read(caFile);
+    } catch (err) {
+      report(ctx, 'omni.tls', 'FAIL', `cannot read the Omni CA file ${caFile} (${errorText(err)}); check OMNI_CA_FILE / omni.caFile and the volume mount`);
+      return false;
+    }
+  }
+  const port = Number(endpoint.target.slice(endpoint.target.lastIndexOf(':') + 1));
+  const where = `${endpoint.host}:${port}`;
+  let peer: PeerView;
+  try {
+    peer = await inspectTls(endpoint.host, port, omniTrustedCas(ca), ctx.timeoutMs, ['h2', 'http/1.1']);
+  } catch (err) {
+    report(ctx, 'omni.connect', 'FAIL', `cannot open a TLS connection to Omni at ${where}: ${errorText(err)}; check the endpoint, DNS and the firewall`);
+    return false;
+  }
+  report(ctx, 'omni.connect', 'OK', `TLS connection to ${where}; the server presents ${peer.subject ? `"${peer.subject}" ` : ''}with SHA-256 fingerprint ${peer.fingerprint}`);
+  const trust = caFile !== undefined ? `the CA file ${caFile} (with the public CAs)` : 'the public CAs';
+  if (cfg.omni.insecureSkipVerify) {
+    report(ctx, 'omni.tls', 'WARN', `certificate verification is off (insecureSkipVerify); ${peer.authorized ? `${trust} would vouch for it: drop insecureSkipVerify` : `give the provider the CA that issued it with OMNI_CA_FILE (omni.caFile) instead`}`);
+  } else if (!peer.authorized) {
+    const fix =
+      caFile !== undefined
+        ? `make ${caFile} hold the CA that issued Omni's certificate (and any intermediate), or fix the certificate`
+        : "if a private CA issued Omni's certificate, give that CA to the provider with OMNI_CA_FILE (--omni-ca-file, omni.caFile); NODE_EXTRA_CA_CERTS does not reach the gRPC connection";
+    report(ctx, 'omni.tls', 'FAIL', `${trust} do not vouch for Omni's certificate (${peer.authorizationError || 'not trusted'}); ${fix}`);
+    return false;
+  } else {
+    report(ctx, 'omni.tls', 'OK', `certificate verified against ${trust} (valid until ${peer.validTo})`);
+  }
+  if (peer.alpn !== 'h2') {
+    report(ctx, 'omni.tls', 'WARN', `${where} did not agree to HTTP/2 (ALPN h2) in the TLS handshake; gRPC needs it: check that the proxy in front of Omni passes HTTP/2`);
+  }
+  return ca !== undefined ? { ca } : {};
 }
 
 function explainOmniError(err: unknown, endpoint: string, id: string): string {

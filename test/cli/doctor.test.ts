@@ -1,5 +1,9 @@
 // `doctor` against the Proxmox simulator and the in-process Omni (both on 127.0.0.1): a healthy setup passes, and
 // each broken piece (fingerprint, privilege, bridge, registration, key, identity, clock, token) is named with its fix.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generate } from 'selfsigned';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/cli/doctor.js';
 import { runCli } from '../../src/cli/index.js';
@@ -162,18 +166,37 @@ describe('doctor', () => {
     expect(r.code).toBe(1);
   }, 30_000);
 
-  it('reports an unregistered provider', async () => {
-    const saved = omni.store.find(NS.infraProvider, TYPES.infraProvider, 'proxmox')!;
-    omni.store.destroy(NS.infraProvider, TYPES.infraProvider, 'proxmox', { owner: saved.metadata.owner });
+  it('reports an unregistered provider (Omni refuses its calls with PERMISSION_DENIED "not registered")', async () => {
+    omni.controllers.unregisterInfraProvider();
     try {
       const r = await run([], env());
       expect(r.code).toBe(1);
       expect(statusOf(r.findings, 'omni.api')).toEqual(['OK']);
       expect(statusOf(r.findings, 'omni.registered')).toEqual(['FAIL']);
-      expect(messageOf(r.findings, 'omni.registered')).toMatch(/omnictl infraprovider create proxmox/);
+      expect(messageOf(r.findings, 'omni.registered')).toMatch(/no infra provider "proxmox" .*not registered.*omnictl infraprovider create proxmox/);
     } finally {
       omni.controllers.seed();
     }
+  }, 30_000);
+
+  it('passes a provider registered by omnictl, whose InfraProvider resource the provider key cannot see (NOT_FOUND)', async () => {
+    // `omnictl infraprovider create` writes InfraProviders/<id> without the infra-provider-id label; Omni hides such
+    // resources of shared namespaces from provider keys, so the Get answers NOT_FOUND although every call is authorised.
+    omni.controllers.registerInfraProvider({ label: false });
+    try {
+      expect(omni.store.find(NS.infraProvider, TYPES.infraProvider, 'proxmox')?.metadata.labels).toEqual({});
+      const r = await run([], env());
+      expect(r.findings.filter((f) => f.status === 'FAIL')).toEqual([]);
+      expect(r.code).toBe(0);
+      expect(statusOf(r.findings, 'omni.api')).toEqual(['OK']);
+      expect(statusOf(r.findings, 'omni.registered')).toEqual(['OK']);
+      expect(messageOf(r.findings, 'omni.registered')).toMatch(/"proxmox" is registered in Omni; 0 machine request\(s\).*not visible to the provider key.*without the omni\.sidero\.dev\/infra-provider-id label.*normal/);
+    } finally {
+      omni.controllers.registerInfraProvider();
+    }
+    // Labelled (visible to the key): plain OK.
+    const r = await run([], env());
+    expect(messageOf(r.findings, 'omni.registered')).toBe('infra provider "proxmox" is registered in Omni; 0 machine request(s) for it');
   }, 30_000);
 
   it('rejects a key that does not decode, and a key of another provider', async () => {
@@ -235,5 +258,73 @@ describe('doctor', () => {
     } finally {
       await pve.close();
     }
+  }, 30_000);
+});
+
+describe('doctor against Omni over TLS (self-signed certificate on 127.0.0.1)', () => {
+  let tlsOmni: InProcessOmni;
+  let tlsKey: string;
+  let dir: string;
+
+  beforeAll(async () => {
+    tlsOmni = await startInProcessOmni({ providerId: 'proxmox', logger: silentLogger, tls: true });
+    tlsKey = await tlsOmni.createProviderKey('proxmox');
+    dir = mkdtempSync(join(tmpdir(), 'doctor-omni-ca-'));
+    writeFileSync(join(dir, 'omni-ca.pem'), tlsOmni.tlsCertificate!);
+    const other = await generate([{ name: 'commonName', value: 'another CA' }], { keyType: 'ec', algorithm: 'sha256' });
+    writeFileSync(join(dir, 'other-ca.pem'), other.cert);
+  }, 30_000);
+
+  afterAll(async () => {
+    await tlsOmni?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const tlsEnv = (overrides: Record<string, string | undefined> = {}) =>
+    env({ OMNI_ENDPOINT: tlsOmni.endpoint, OMNI_SERVICE_ACCOUNT_KEY: tlsKey, ...overrides });
+
+  it('with OMNI_CA_FILE: handshake verified against the CA file, then the API checks pass', async () => {
+    const r = await run([], tlsEnv({ OMNI_CA_FILE: join(dir, 'omni-ca.pem') }));
+    expect(r.findings.filter((f) => f.status === 'FAIL')).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(statusOf(r.findings, 'omni.connect')).toEqual(['OK']);
+    expect(messageOf(r.findings, 'omni.connect')).toMatch(/^TLS connection to 127\.0\.0\.1:\d+; the server presents "127\.0\.0\.1" with SHA-256 fingerprint [0-9A-F:]{95}$/);
+    expect(statusOf(r.findings, 'omni.tls')).toEqual(['OK']);
+    expect(messageOf(r.findings, 'omni.tls')).toMatch(/certificate verified against the CA file .*omni-ca\.pem \(with the public CAs\)/);
+    expect(statusOf(r.findings, 'omni.api')).toEqual(['OK']);
+    expect(statusOf(r.findings, 'omni.registered')).toEqual(['OK']);
+  }, 30_000);
+
+  it('without a CA file: FAIL naming the certificate problem and OMNI_CA_FILE, and no API check', async () => {
+    const r = await run([], tlsEnv());
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'omni.connect')).toEqual(['OK']);
+    expect(statusOf(r.findings, 'omni.tls')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'omni.tls')).toMatch(/the public CAs do not vouch for Omni's certificate \(DEPTH_ZERO_SELF_SIGNED_CERT\).*OMNI_CA_FILE/);
+    expect(statusOf(r.findings, 'omni.api')).toEqual([]);
+  }, 30_000);
+
+  it('with a CA file of another CA: FAIL saying the file must hold the issuing CA', async () => {
+    const r = await run([], tlsEnv({ OMNI_CA_FILE: join(dir, 'other-ca.pem') }));
+    expect(r.code).toBe(1);
+    expect(statusOf(r.findings, 'omni.tls')).toEqual(['FAIL']);
+    expect(messageOf(r.findings, 'omni.tls')).toMatch(/the CA file .*other-ca\.pem \(with the public CAs\) do not vouch for Omni's certificate .*make .*other-ca\.pem hold the CA that issued/);
+  }, 30_000);
+
+  it('with insecureSkipVerify: WARN, and the API checks still run', async () => {
+    const r = await run([], tlsEnv({ OMNI_INSECURE_SKIP_VERIFY: 'true' }));
+    expect(r.code).toBe(0);
+    expect(statusOf(r.findings, 'omni.tls')).toEqual(['WARN']);
+    expect(messageOf(r.findings, 'omni.tls')).toMatch(/verification is off .*OMNI_CA_FILE/);
+    expect(statusOf(r.findings, 'omni.registered')).toEqual(['OK']);
+  }, 30_000);
+
+  it('an unreadable or non-PEM CA file is a configuration FAIL naming the setting', async () => {
+    let r = await run([], tlsEnv({ OMNI_CA_FILE: join(dir, 'missing.pem') }));
+    expect(r.code).toBe(1);
+    expect(r.findings).toEqual([{ check: 'config', status: 'FAIL', message: expect.stringMatching(/^cannot read OMNI_CA_FILE .*missing\.pem \(ENOENT\)/) as unknown as string }]);
+    writeFileSync(join(dir, 'not-pem.txt'), 'hello\n');
+    r = await run(['--omni-ca-file', join(dir, 'not-pem.txt')], tlsEnv());
+    expect(messageOf(r.findings, 'config')).toMatch(/--omni-ca-file .*not-pem\.txt holds no PEM certificate/);
   }, 30_000);
 });

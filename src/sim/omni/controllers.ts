@@ -137,7 +137,7 @@ export class OmniControllers {
         }),
       );
     }
-    this.put(NS.infraProvider, TYPES.infraProvider, p, encodeSpec(InfraProviderSpecSchema, {}), { [LABELS.infraProviderId]: p });
+    this.registerInfraProvider();
     const siderolinkUrl = this.siderolink.apiUrl;
     if (!this.legacy) {
       this.put(
@@ -186,6 +186,36 @@ export class OmniControllers {
       IDS.sysVersion,
       encodeSpec(SysVersionSpecSchema, { backendVersion: this.opts.backendVersion ?? '1.10.4', instanceName: 'in-process', backendApiVersion: 1 }),
     );
+  }
+
+  /**
+   * (Re)writes InfraProviders/P. `label: false` writes it as `omnictl infraprovider create P` leaves it in a real
+   * Omni (seen on v1.10): without the `omni.sidero.dev/infra-provider-id` label. Omni hides unlabelled resources of
+   * the shared namespaces from provider keys, so the provider's own Get of it then answers NOT_FOUND while all its
+   * calls are still authorised (the registration check looks the resource up internally). `seed()` writes it with
+   * the label (the default here), which older tests read back as the provider.
+   */
+  registerInfraProvider(opts: { label?: boolean } = {}): Resource {
+    const p = this.providerId;
+    const labels: Record<string, string> = (opts.label ?? true) ? { [LABELS.infraProviderId]: p } : {};
+    const existing = this.store.find(NS.infraProvider, TYPES.infraProvider, p);
+    if (!existing) {
+      return this.store.create(
+        { metadata: { namespace: NS.infraProvider, type: TYPES.infraProvider, id: p, labels }, spec: encodeSpec(InfraProviderSpecSchema, {}) },
+        { owner: '' },
+      );
+    }
+    existing.metadata.labels = labels;
+    return this.store.update(existing, { owner: existing.metadata.owner });
+  }
+
+  /**
+   * Deletes InfraProviders/P (`omnictl infraprovider delete`): every call with P's key is then refused with
+   * PERMISSION_DENIED `infra provider with name "P" is not registered in the system`. `seed()` registers it again.
+   */
+  unregisterInfraProvider(): void {
+    const existing = this.store.find(NS.infraProvider, TYPES.infraProvider, this.providerId);
+    if (existing) this.store.destroy(NS.infraProvider, TYPES.infraProvider, this.providerId, { owner: existing.metadata.owner });
   }
 
   // --- machine requests -------------------------------------------------------------------------------------------
