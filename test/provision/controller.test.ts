@@ -321,7 +321,8 @@ describe('shutdown', () => {
       return done;
     });
     const req = f.omni.controllers.createMachineRequest('workers', SPEC);
-    controller = startController(f, p);
+    // No shutdown bound to race: the step finishing and its result being written take what they take.
+    controller = startController(f, p, { shutdownTimeoutMs: 60 * 60_000 });
     await f.eventually(() => release, 'step started', [p.changes.trigger]);
     const stopping = controller.stop();
     release?.();
