@@ -162,7 +162,7 @@ describe.skipIf(!layout)('the production layout as the container runs it', () =>
 
       // It works: a request is provisioned.
       const req = world.omni.controllers.createMachineRequest('workers', { talosVersion: 'v1.11.5', providerData: SMALL_VM }, 'container-1');
-      await waitForStage(world.omni, req.metadata.id, 'PROVISIONED', 120_000);
+      await waitForStage(world.omni, req.metadata.id, 'PROVISIONED');
 
       // The image's HEALTHCHECK (PROVIDER_HEALTH_LISTEN tells the probe where to look, as in the image).
       const probe = await run([process.execPath, 'dist/ops/probe.js'], { cwd: app, env });
