@@ -150,9 +150,20 @@ export function selectorVariables(f: StorageFacts): Record<string, unknown> {
   };
 }
 
-/** The selector as quoted in one-line messages. */
+/** Longest selector text quoted in a message; longer ones are cut (a message must stay readable in Omni's UI). */
+const QUOTE_MAX = 120;
+
+/** Control characters written as `\xNN`, so a message never carries them. */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** The selector as quoted in one-line messages: whitespace folded, control characters escaped, long text cut. */
 function quoted(source: string): string {
-  return '`' + source.replace(/\s+/g, ' ').trim() + '`';
+  let text = printable(source.replace(/\s+/g, ' ').trim());
+  if (text.length > QUOTE_MAX) text = `${text.slice(0, QUOTE_MAX)}… (${source.length} characters)`;
+  return '`' + text + '`';
 }
 
 interface LibraryError {
@@ -165,7 +176,7 @@ interface LibraryError {
 function libraryReason(err: unknown): string {
   const e = err as LibraryError;
   const text = typeof e?.summary === 'string' ? e.summary : err instanceof Error ? (err.message.split('\n')[0] ?? '') : String(err);
-  return unaliasText(text);
+  return printable(unaliasText(text)).slice(0, 300);
 }
 
 const variableList = SELECTOR_VARIABLES.map(([n, t]) => `${n} (${t})`).join(', ');

@@ -1,5 +1,6 @@
 // Proxmox property strings ("local-lvm:32,ssd=1"): one typed description per PVE format and a
 // parser/serialiser driven by it, with PVE's own validation rules and error texts.
+import { knownCpuModels } from './cpuModels.js';
 
 /** How the value of one key is checked (mirrors the JSON-schema subset PVE uses inside property strings). */
 export type PropertyValueType =
@@ -379,13 +380,22 @@ const hostpciFormat: PropertyStringFormat = {
 // ---------------------------------------------------------------------------------------------
 
 const CPU_FLAG = '[+-][a-zA-Z0-9\\-_.]+';
+/** PVE's `reported-model` enum: every model it knows, sorted case-insensitively. */
+const REPORTED_MODELS = [...knownCpuModels()].sort((a, b) => {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  return x < y ? -1 : x > y ? 1 : 0;
+});
+/**
+ * The cpu format as PVE parses it: `cputype` is any string here; the VM-specific rules (known model, allowed flags,
+ * no `reported-model`) are `vmCpuConfError` in cpuModels.ts, which PVE runs after the parse.
+ */
 const cpuFormat: PropertyStringFormat = {
   name: 'pve-vm-cpu-conf',
   defaultKey: 'cputype',
   keys: {
-    // PVE checks the model name against its model list later; here only sane characters pass.
-    cputype: str({ pattern: /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, maxLength: 64 }),
-    'reported-model': str({ pattern: /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/ }),
+    cputype: str(),
+    'reported-model': oneOf(...REPORTED_MODELS),
     hidden: bool,
     'hv-vendor-id': str({ pattern: /^[a-zA-Z0-9]{1,12}$/ }),
     flags: str({ pattern: new RegExp(`^${CPU_FLAG}(;${CPU_FLAG})*$`), semicolonList: true }),
@@ -469,7 +479,119 @@ const bootFormat: PropertyStringFormat = {
   },
 };
 
+// ---------------------------------------------------------------------------------------------
+// Options the provider does not send but a VM config may hold (the simulator validates them as PVE does)
+// ---------------------------------------------------------------------------------------------
+
+const NUMBER_SET = /^\d+(?:-\d+)?(?:;\d+(?:-\d+)?)*$/;
+/** qemu-server Memory.pm `pve-qm-numanode`. */
+const numaFormat: PropertyStringFormat = {
+  name: 'pve-qm-numanode',
+  keys: {
+    cpus: { type: { kind: 'string', pattern: NUMBER_SET, semicolonList: true }, required: true },
+    hostnodes: str({ pattern: NUMBER_SET, semicolonList: true }),
+    memory: num(),
+    policy: oneOf('preferred', 'bind', 'interleave'),
+  },
+};
+
+/** qemu-server RNG.pm `pve-qm-rng`: `source` is the default key and not optional. */
+const rngFormat: PropertyStringFormat = {
+  name: 'pve-qm-rng',
+  defaultKey: 'source',
+  keys: {
+    source: { type: { kind: 'enum', values: ['/dev/urandom', '/dev/random', '/dev/hwrng'] }, required: true },
+    max_bytes: int(),
+    period: int(),
+  },
+};
+
+/** qemu-server `pve-qm-watchdog`. */
+const watchdogFormat: PropertyStringFormat = {
+  name: 'pve-qm-watchdog',
+  defaultKey: 'model',
+  keys: {
+    model: oneOf('i6300esb', 'ib700'),
+    action: oneOf('reset', 'shutdown', 'poweroff', 'pause', 'debug', 'none'),
+  },
+};
+
+const IPV4_OCTET = '(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)';
+const IPV4_RE = new RegExp(`^(?:${IPV4_OCTET}\\.){3}${IPV4_OCTET}$`);
+/** IPv6 as PVE's IPV6RE accepts it (full, compressed, with an embedded IPv4 tail). */
+function isIpv6(v: string): boolean {
+  const m = /^(.*?)(?::((?:\d{1,3}\.){3}\d{1,3}))?$/.exec(v);
+  let head = v;
+  let groupsForV4 = 0;
+  if (m?.[2] !== undefined && IPV4_RE.test(m[2])) {
+    head = `${m[1]}:`;
+    groupsForV4 = 2;
+  }
+  if (!/^[0-9a-fA-F:]+$/.test(head) || head.includes(':::')) return false;
+  const halves = head.split('::');
+  if (halves.length > 2) return false;
+  const groups = (h: string): string[] => (h === '' ? [] : h.replace(/:$/, '').split(':'));
+  const parts = halves.flatMap((h) => groups(h === ':' ? '' : h));
+  if (parts.some((g) => g === '' || g.length > 4)) return false;
+  const count = parts.length + groupsForV4;
+  return halves.length === 2 ? count <= 7 : count === 8;
+}
+function cidr(v: string, isAddr: (a: string) => boolean, maxBits: number): boolean {
+  const m = /^(.+)\/(\d+)$/.exec(v);
+  return m !== null && isAddr(m[1] ?? '') && Number(m[2]) > 7 && Number(m[2]) <= maxBits;
+}
+/** PVE's `ipv4` and `ipv6` formats. */
+export const ipFormat = {
+  ipv4: (v: string): boolean => IPV4_RE.test(v),
+  ipv6: isIpv6,
+} as const;
+
+/** qemu-server Network.pm `pve-qm-ipconfig` (the cloud-init address of one NIC). */
+const ipconfigFormat: PropertyStringFormat = {
+  name: 'pve-qm-ipconfig',
+  keys: {
+    ip: str({
+      formatName: 'pve-ipv4-config',
+      check: (v) =>
+        /^(?:dhcp|manual)$/.test(v) || cidr(v, ipFormat.ipv4, 32)
+          ? undefined
+          : 'invalid format - value does not look like a valid ipv4 network configuration',
+    }),
+    gw: str({
+      formatName: 'ipv4',
+      check: (v) => (ipFormat.ipv4(v) ? undefined : 'invalid format - value does not look like a valid IPv4 address'),
+    }),
+    ip6: str({
+      formatName: 'pve-ipv6-config',
+      check: (v) =>
+        /^(?:auto|dhcp|manual)$/.test(v) || cidr(v, isIpv6, 128)
+          ? undefined
+          : 'invalid format - value does not look like a valid ipv6 network configuration',
+    }),
+    gw6: str({
+      formatName: 'ipv6',
+      check: (v) => (isIpv6(v) ? undefined : 'invalid format - value does not look like a valid IPv6 address'),
+    }),
+  },
+};
+
+/** qemu-server `vga`. */
+const vgaFormat: PropertyStringFormat = {
+  name: 'pve-qm-vga',
+  defaultKey: 'type',
+  keys: {
+    type: oneOf('cirrus', 'qxl', 'qxl2', 'qxl3', 'qxl4', 'none', 'serial0', 'serial1', 'serial2', 'serial3', 'std', 'virtio', 'virtio-gl', 'vmware'),
+    clipboard: oneOf('vnc'),
+    memory: int(4, 512),
+  },
+};
+
 export const formats = {
+  numa: numaFormat,
+  rng: rngFormat,
+  watchdog: watchdogFormat,
+  ipconfig: ipconfigFormat,
+  vga: vgaFormat,
   drive: driveFormat,
   ide: ideFormat,
   scsi: scsiFormat,
