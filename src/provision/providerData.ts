@@ -2,8 +2,11 @@
 // ProviderStatus.schema, the matching TS type, and the run-time parser/validator (ajv + PVE formats).
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
+import { compileSelector, SelectorError } from '../cel/index.js';
+import { VM_CPU_FLAGS, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringError } from '../proxmox/propertyString.js';
 import { ProviderDataError } from './errors.js';
+import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
 
 export const PLACEMENT_STRATEGIES = ['spread', 'fewer-vms', 'round-robin', 'binpack'] as const;
 export type PlacementStrategy = (typeof PLACEMENT_STRATEGIES)[number];
@@ -12,6 +15,8 @@ export const DISK_CACHE_MODES = ['none', 'writethrough', 'writeback', 'directsyn
 export const DISK_AIO_MODES = ['native', 'threads', 'io_uring'] as const;
 /** Go accepted `2MB`/`1GB` (schema) and also `2`, `1024`, `any` (code). */
 export const HUGEPAGES_VALUES = ['2MB', '1GB', '2', '1024', 'any'] as const;
+/** `hugepages: 1024` written without quotes is a YAML number: accepted too (and read as the string). */
+const HUGEPAGES_NUMBERS = [2, 1024] as const;
 /** `i440fx` is the Go provider's name for PVE's `pc`. */
 export const MACHINE_TYPES = ['q35', 'i440fx', 'pc'] as const;
 
@@ -86,13 +91,33 @@ export interface ProviderData {
   pci_devices: PciDevice[];
 }
 
-// Patterns mirror PVE's formats so the Omni UI rejects what Proxmox would (runtime re-checks them with pveFormat).
+// Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
+// time checks them again with ajv (JavaScript regular expressions, `u` flag). Both engines must read them the same
+// way: explicit ASCII classes, `\xNN` escapes, no `\s`/`\w`/`\d`, no lookaround or backreferences (see the RE2 test).
 const NODE_PATTERN = '^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$';
 const BRIDGE_PATTERN = '^[-_.A-Za-z0-9]+$';
 const TAG_PATTERN = '^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$';
 const POOL_PATTERN = '^[A-Za-z0-9._-]+$';
 const MAPPING_PATTERN = '^[a-zA-Z][a-zA-Z0-9_-]+$';
-const MDEV_PATTERN = '^[^/.:,;=\\s]+$';
+const MDEV_PATTERN = '^[A-Za-z0-9_+-]+$';
+/** Text without control characters (tab, LF and CR allowed): CEL selectors. */
+const SELECTOR_TEXT_PATTERN = '^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$';
+/** Text without control characters (tab and LF allowed): the VM description, kept in the VM's text config file. */
+const NOTES_TEXT_PATTERN = '^[^\\x00-\\x08\\x0b-\\x1f\\x7f]*$';
+
+/** A PVE boolean inside a property string (1/0, on/off, yes/no, true/false; any case). Spelled out: JS has no (?i:). */
+const PVE_BOOL = '(0|1|[oO][nN]|[oO][fF][fF]|[yY][eE][sS]|[nN][oO]|[tT][rR][uU][eE]|[fF][aA][lL][sS][eE])';
+const CPU_MODEL = '[A-Za-z0-9][A-Za-z0-9_.+-]*';
+const CPU_FLAG = `[+-](${VM_CPU_FLAGS.join('|')})`;
+const CPU_OPTION =
+  `(cputype=${CPU_MODEL}|flags=${CPU_FLAG}(;${CPU_FLAG})*|hidden=${PVE_BOOL}|hv-vendor-id=[a-zA-Z0-9]{1,12}` +
+  '|phys-bits=(host|[0-9]{1,2})|guest-phys-bits=[0-9]{1,2}|level=[0-9]{1,10})';
+/**
+ * The cpu value a VM config may hold (qemu-server's pve-vm-cpu-conf with the VM-specific rules): a model and
+ * options, flags only from the VM-specific list, no `reported-model`. Whether the model exists is asked of the
+ * node before the VM is created (its list depends on the installed QEMU).
+ */
+const CPU_PATTERN = `^(${CPU_MODEL}|${CPU_OPTION})(,(${CPU_MODEL}|${CPU_OPTION}))*$`;
 
 const diskFlags = {
   disk_ssd: { type: 'boolean', default: false, description: 'Expose the disk as an SSD (ssd=1).' },
@@ -102,6 +127,15 @@ const diskFlags = {
   disk_aio: { type: 'string', enum: [...DISK_AIO_MODES], description: 'Async IO mode (aio=...).' },
 } as const;
 
+const selectorSchema = (description: string) =>
+  ({
+    type: 'string',
+    minLength: 1,
+    maxLength: LIMITS.storage_selector.max,
+    pattern: SELECTOR_TEXT_PATTERN,
+    description,
+  }) as const;
+
 /** The JSON Schema (draft-07) of provider data: published to Omni and used at run time. */
 export const providerDataSchema = {
   $schema: 'http://json-schema.org/draft-07/schema#',
@@ -110,22 +144,25 @@ export const providerDataSchema = {
   additionalProperties: false,
   required: ['cores', 'memory', 'disk_size', 'storage_selector'],
   properties: {
-    cores: { type: 'integer', minimum: 1, description: 'CPU cores per socket.' },
-    sockets: { type: 'integer', minimum: 1, default: 1, description: 'CPU sockets.' },
-    memory: { type: 'integer', minimum: 2048, description: 'Memory in MiB.' },
-    disk_size: { type: 'integer', minimum: 5, description: 'System disk size in GiB.' },
-    storage_selector: {
-      type: 'string',
-      minLength: 1,
-      description:
-        'CEL expression choosing the storage for the system disk, e.g. name == "local-lvm". ' +
+    cores: { type: 'integer', minimum: 1, maximum: LIMITS.cores.max, description: 'CPU cores per socket.' },
+    sockets: { type: 'integer', minimum: 1, maximum: LIMITS.sockets.max, default: 1, description: 'CPU sockets.' },
+    memory: { type: 'integer', minimum: 2048, maximum: LIMITS.memory.max, description: 'Memory in MiB.' },
+    disk_size: { type: 'integer', minimum: 5, maximum: LIMITS.disk_size.max, description: 'System disk size in GiB.' },
+    storage_selector: selectorSchema(
+      'CEL expression choosing the storage for the system disk, e.g. name == "local-lvm". ' +
         'Variables: name, node, storageType, availableSpace.',
+    ),
+    node: {
+      type: 'string',
+      maxLength: LIMITS.node.max,
+      pattern: NODE_PATTERN,
+      description: 'Always create the VM on this Proxmox node.',
     },
-    node: { type: 'string', pattern: NODE_PATTERN, description: 'Always create the VM on this Proxmox node.' },
     allowed_nodes: {
       type: 'array',
-      items: { type: 'string', pattern: NODE_PATTERN },
+      items: { type: 'string', maxLength: LIMITS.node.max, pattern: NODE_PATTERN },
       uniqueItems: true,
+      maxItems: LIMITS.allowed_nodes.max,
       default: [],
       description: 'Only place VMs on these nodes (empty = any online node).',
     },
@@ -138,22 +175,40 @@ export const providerDataSchema = {
         "uncommitted memory; 'fewer-vms' prefers nodes with the fewest VMs; 'round-robin' spreads a set over nodes " +
         "by name; 'binpack' fills the node with the least uncommitted memory that still fits.",
     },
-    network_bridge: { type: 'string', pattern: BRIDGE_PATTERN, default: 'vmbr0', description: 'Bridge of the first NIC.' },
-    vlan: { type: 'integer', minimum: 0, maximum: 4094, default: 0, description: 'VLAN tag of the first NIC; 0 = none.' },
+    network_bridge: {
+      type: 'string',
+      maxLength: LIMITS.bridge.max,
+      pattern: BRIDGE_PATTERN,
+      default: 'vmbr0',
+      description: 'Bridge of the first NIC.',
+    },
+    vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag of the first NIC; 0 = none.' },
     network_firewall: { type: 'boolean', default: true, description: 'Proxmox firewall on the first NIC.' },
     ...diskFlags,
     cpu_type: {
       type: 'string',
       minLength: 1,
+      maxLength: LIMITS.cpu_type.max,
+      pattern: CPU_PATTERN,
       default: 'x86-64-v2-AES',
-      description: "CPU model, e.g. 'host' or 'x86-64-v2-AES' (default). PVE cpu options may follow: 'host,flags=+aes'.",
+      description:
+        "CPU model, e.g. 'host' or 'x86-64-v2-AES' (default). PVE cpu options may follow: 'host,flags=+aes' " +
+        `(VM-specific flags: ${VM_CPU_FLAGS.join(', ')}).`,
     },
     machine_type: { type: 'string', enum: [...MACHINE_TYPES], description: "Machine type; 'q35' for PCIe passthrough." },
     numa: { type: 'boolean', default: false, description: 'Enable NUMA.' },
-    hugepages: { type: 'string', enum: [...HUGEPAGES_VALUES], description: "Hugepages: '2MB', '1GB' or 'any' (needs root@pam)." },
+    hugepages: {
+      enum: [...HUGEPAGES_VALUES, ...HUGEPAGES_NUMBERS],
+      description: "Hugepages: '2MB', '1GB' or 'any' (needs numa: true and root@pam).",
+    },
     balloon: { type: 'boolean', description: 'false disables the balloon device (balloon=0).' },
     bios: { type: 'string', enum: ['seabios', 'ovmf'], description: "Firmware; 'ovmf' also creates efidisk0 on the system disk storage." },
-    description: { type: 'string', maxLength: 8192, description: 'VM notes shown in the Proxmox UI.' },
+    description: {
+      type: 'string',
+      maxLength: LIMITS.description.max,
+      pattern: NOTES_TEXT_PATTERN,
+      description: 'VM notes shown in the Proxmox UI.',
+    },
     hostname: {
       type: 'string',
       enum: ['none', 'request-id'],
@@ -162,14 +217,20 @@ export const providerDataSchema = {
     },
     tags: {
       type: 'array',
-      items: { type: 'string', pattern: TAG_PATTERN },
+      items: { type: 'string', maxLength: LIMITS.tag.max, pattern: TAG_PATTERN },
+      maxItems: LIMITS.tags.max,
       default: [],
       description: 'Extra Proxmox tags (machine-request.<set> is always added).',
     },
-    pool: { type: 'string', pattern: POOL_PATTERN, description: 'Existing Proxmox resource pool to put the VM in.' },
+    pool: {
+      type: 'string',
+      maxLength: LIMITS.pool.max,
+      pattern: POOL_PATTERN,
+      description: 'Existing Proxmox resource pool to put the VM in.',
+    },
     additional_disks: {
       type: 'array',
-      maxItems: 30,
+      maxItems: LIMITS.additional_disks.max,
       default: [],
       description: 'Additional disks (scsi1, scsi2, ...).',
       items: {
@@ -177,15 +238,15 @@ export const providerDataSchema = {
         additionalProperties: false,
         required: ['disk_size', 'storage_selector'],
         properties: {
-          disk_size: { type: 'integer', minimum: 1, description: 'Size in GiB.' },
-          storage_selector: { type: 'string', minLength: 1, description: 'CEL expression choosing the storage.' },
+          disk_size: { type: 'integer', minimum: 1, maximum: LIMITS.disk_size.max, description: 'Size in GiB.' },
+          storage_selector: selectorSchema('CEL expression choosing the storage.'),
           ...diskFlags,
         },
       },
     },
     additional_nics: {
       type: 'array',
-      maxItems: 31,
+      maxItems: LIMITS.additional_nics.max,
       default: [],
       description: 'Additional NICs (net1, net2, ...).',
       items: {
@@ -193,8 +254,8 @@ export const providerDataSchema = {
         additionalProperties: false,
         required: ['bridge'],
         properties: {
-          bridge: { type: 'string', pattern: BRIDGE_PATTERN, description: 'Bridge, e.g. vmbr1.' },
-          vlan: { type: 'integer', minimum: 0, maximum: 4094, default: 0, description: 'VLAN tag; 0 = none.' },
+          bridge: { type: 'string', maxLength: LIMITS.bridge.max, pattern: BRIDGE_PATTERN, description: 'Bridge, e.g. vmbr1.' },
+          vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag; 0 = none.' },
           firewall: { type: 'boolean', default: false, description: 'Proxmox firewall on this NIC.' },
           model: { type: 'string', enum: [...NIC_MODELS], default: 'virtio', description: 'NIC model.' },
         },
@@ -202,7 +263,7 @@ export const providerDataSchema = {
     },
     pci_devices: {
       type: 'array',
-      maxItems: 16,
+      maxItems: LIMITS.pci_devices.max,
       default: [],
       description: 'PCI devices passed through via cluster resource mappings (hostpci0, ...).',
       items: {
@@ -210,11 +271,21 @@ export const providerDataSchema = {
         additionalProperties: false,
         required: ['mapping'],
         properties: {
-          mapping: { type: 'string', pattern: MAPPING_PATTERN, description: 'Resource mapping id, e.g. nvidia-gpu-1.' },
+          mapping: {
+            type: 'string',
+            maxLength: LIMITS.mapping.max,
+            pattern: MAPPING_PATTERN,
+            description: 'Resource mapping id, e.g. nvidia-gpu-1.',
+          },
           pcie: { type: 'boolean', default: false, description: 'PCIe (needs machine_type q35).' },
           primary_gpu: { type: 'boolean', default: false, description: 'Primary GPU (x-vga=1).' },
           rombar: { type: 'boolean', description: 'ROM BAR visible (PVE default on).' },
-          mdev: { type: 'string', pattern: MDEV_PATTERN, description: 'Mediated device type, e.g. nvidia-180.' },
+          mdev: {
+            type: 'string',
+            maxLength: LIMITS.mdev.max,
+            pattern: MDEV_PATTERN,
+            description: 'Mediated device type, e.g. nvidia-180.',
+          },
         },
       },
     },
@@ -239,6 +310,8 @@ const FIELD_NOUN: Record<string, string> = {
   pool: 'pool name',
   mapping: 'PCI mapping id',
   mdev: 'mediated device type',
+  description: 'description (control characters other than tab and newline are not allowed)',
+  storage_selector: 'storage selector (control characters other than tab and newline are not allowed)',
 };
 
 const TOP_KEYS = Object.keys(providerDataSchema.properties);
@@ -317,15 +390,58 @@ function describeAjvError(e: ErrorObject, root: unknown): ProviderDataError {
       );
     case 'pattern': {
       const last = path.replace(/\[\d+\]$/, '').split('.').pop() ?? '';
+      if (last === 'cpu_type') return cpuTypeError(String(value));
       const noun = FIELD_NOUN[last] ?? 'value';
-      return new ProviderDataError(`provider data: ${where}${show(value)} is not a valid ${noun}`, path);
+      return new ProviderDataError(`provider data: ${where}${preview(value)} is not a valid ${noun}`, path);
     }
     case 'minimum':
-    case 'maximum':
       return new ProviderDataError(`provider data: ${where}${show(value)} must be ${String(params.comparison)} ${String(params.limit)}`, path);
+    case 'maximum': {
+      const bound = boundFor(path);
+      const limit = `${String(params.limit)}${bound?.unit ? ` ${bound.unit}` : ''}`;
+      const why = bound ? `${limit}: ${bound.source}` : limit;
+      return new ProviderDataError(`provider data: ${where}${show(value)} exceeds the largest value Proxmox accepts (${why})`, path);
+    }
+    case 'maxLength': {
+      const bound = boundFor(path);
+      const length = typeof value === 'string' ? [...value].length : 0;
+      const why = bound ? ` (${bound.source})` : '';
+      return new ProviderDataError(
+        `provider data: ${where}${preview(value)} is ${length} characters long; at most ${String(params.limit)} are allowed${why}`,
+        path,
+      );
+    }
+    case 'maxItems': {
+      const bound = boundFor(path);
+      const count = Array.isArray(value) ? value.length : 0;
+      const why = bound ? ` (${bound.source})` : '';
+      return new ProviderDataError(`provider data: ${where}${count} entries; at most ${String(params.limit)} are allowed${why}`, path);
+    }
+    case 'minLength':
+      return new ProviderDataError(`provider data: ${where}must not be empty`, path);
+    case 'uniqueItems':
+      return new ProviderDataError(`provider data: ${where}lists a value twice (entries ${String(params.j)} and ${String(params.i)})`, path);
     default:
       return new ProviderDataError(`provider data: ${where}${e.message ?? 'invalid'}`, path);
   }
+}
+
+/** A value as quoted in a message: JSON, control characters escaped, long strings cut after 40 characters. */
+function preview(v: unknown): string {
+  if (typeof v !== 'string') return show(v);
+  const chars = [...v];
+  return chars.length > 40 ? `${JSON.stringify(chars.slice(0, 40).join(''))}…` : JSON.stringify(v);
+}
+
+/** Why a cpu_type is refused: PVE's parse error or qemu-server's VM-specific rule, in PVE's words. */
+function cpuTypeError(value: string): ProviderDataError {
+  let detail: string;
+  try {
+    detail = vmCpuConfError(parsePropertyString(value, formats.cpu)) ?? 'not a model followed by cpu options';
+  } catch (err) {
+    detail = err instanceof PropertyStringError ? err.detail.replace(/^format error\n/, '').replace(/\n/g, '; ') : String(err);
+  }
+  return new ProviderDataError(`provider data: cpu_type: ${preview(value)} is not a valid Proxmox cpu value (${detail})`, 'cpu_type');
 }
 
 function article(type: string): string {
@@ -357,11 +473,15 @@ function checkPveFormats(d: ProviderData): void {
   d.tags.forEach((t, i) => {
     if (!pveFormat.tag(t)) throw bad(`tags[${i}]`, t, 'Proxmox tag');
   });
+  // qemu-server's validate_vm_cpu_conf: a known model (static list here; the node's own list before creating),
+  // VM-specific flags only, no reported-model.
   try {
-    parsePropertyString(d.cpu_type, formats.cpu);
+    const cpu = parsePropertyString(d.cpu_type, formats.cpu);
+    const err = vmCpuConfError(cpu);
+    if (err !== undefined && !/^Built-in cputype/.test(err)) throw cpuTypeError(d.cpu_type);
   } catch (err) {
-    const detail = err instanceof PropertyStringError ? err.detail.replace(/\n/g, '; ') : String(err);
-    throw new ProviderDataError(`provider data: cpu_type: ${JSON.stringify(d.cpu_type)} is not a valid Proxmox cpu value (${detail})`, 'cpu_type');
+    if (err instanceof ProviderDataError) throw err;
+    throw cpuTypeError(d.cpu_type);
   }
   d.additional_nics.forEach((n, i) => {
     if (!pveFormat.bridgeId(n.bridge)) throw bad(`additional_nics[${i}].bridge`, n.bridge, 'bridge name');
@@ -377,6 +497,46 @@ function checkPveFormats(d: ProviderData): void {
   });
 }
 
+/** Rules that span fields, each one a refusal Proxmox would otherwise give only when the VM starts. */
+function checkCombinations(d: ProviderData): void {
+  const vcpus = d.cores * d.sockets;
+  const machine = d.machine_type === 'q35' ? 'q35' : 'pc';
+  const max = MAX_VCPUS[machine];
+  if (vcpus > max) {
+    const label = machine === 'q35' ? 'q35' : `${d.machine_type ?? 'pc'} (i440fx${d.machine_type === undefined ? ', the default' : ''})`;
+    const field = d.sockets > 1 && d.cores <= max ? 'sockets' : 'cores';
+    throw new ProviderDataError(
+      `provider data: ${field}: ${plural(d.cores, 'core')} × ${plural(d.sockets, 'socket')} = ${vcpus} vCPUs; QEMU's ${label} machine takes at most ${max}` +
+        (machine === 'pc' ? ' (machine_type: q35 takes up to 4096)' : ''),
+      field,
+    );
+  }
+  if (d.hugepages !== undefined && !d.numa) {
+    throw new ProviderDataError(
+      'provider data: hugepages: needs numa: true (Proxmox refuses to start the VM otherwise: "numa needs to be enabled to use hugepages")',
+      'hugepages',
+    );
+  }
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** Every storage selector compiles and is a bool condition; refusals name the selector's field. */
+function checkSelectors(d: ProviderData): void {
+  const check = (field: string, expr: string): void => {
+    try {
+      compileSelector(expr);
+    } catch (err) {
+      if (err instanceof SelectorError) throw new ProviderDataError(`provider data: ${field}: ${err.message}`, field);
+      throw err;
+    }
+  };
+  check('storage_selector', d.storage_selector);
+  d.additional_disks.forEach((disk, i) => check(`additional_disks[${i}].storage_selector`, disk.storage_selector));
+}
+
 /** Validates an already-decoded provider-data object (applies defaults to a copy). */
 export function validateProviderData(input: unknown): ProviderData {
   if (input === null || input === undefined) input = {};
@@ -387,7 +547,7 @@ export function validateProviderData(input: unknown): ProviderData {
   if (!validateShape(copy)) {
     const errors = validateShape.errors ?? [];
     // Report the most useful problem first: unknown keys, then missing ones, then values.
-    const order = ['additionalProperties', 'required'];
+    const order = ['additionalProperties', 'required', 'type', 'pattern', 'maxLength', 'maxItems', 'maximum'];
     const sorted = [...errors].sort((a, b) => {
       const ia = order.indexOf(a.keyword);
       const ib = order.indexOf(b.keyword);
@@ -408,8 +568,11 @@ export function validateProviderData(input: unknown): ProviderData {
     }
     throw first ? describeAjvError(first, copy) : new ProviderDataError('provider data: invalid');
   }
+  if (typeof copy.hugepages === 'number') copy.hugepages = String(copy.hugepages);
   const data = copy as unknown as ProviderData;
   checkPveFormats(data);
+  checkCombinations(data);
+  checkSelectors(data);
   return data;
 }
 

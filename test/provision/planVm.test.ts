@@ -58,9 +58,9 @@ describe('planVm: the Go provider\'s create parameters for the same input', () =
     ['machine q35', 'machine_type: q35\n', 'machine', 'q35'],
     ['machine i440fx means pc', 'machine_type: i440fx\n', 'machine', 'pc'],
     ['numa', 'numa: true\n', 'numa', 1],
-    ['hugepages 2MB', 'hugepages: 2MB\n', 'hugepages', '2'],
-    ['hugepages 1GB', 'hugepages: 1GB\n', 'hugepages', '1024'],
-    ['hugepages any', 'hugepages: any\n', 'hugepages', 'any'],
+    ['hugepages 2MB', 'numa: true\nhugepages: 2MB\n', 'hugepages', '2'],
+    ['hugepages 1GB', 'numa: true\nhugepages: 1GB\n', 'hugepages', '1024'],
+    ['hugepages any', 'numa: true\nhugepages: any\n', 'hugepages', 'any'],
     ['balloon off', 'balloon: false\n', 'balloon', 0],
     ['sockets', 'sockets: 2\n', 'sockets', 2],
     ['pool', 'pool: omni\n', 'pool', 'omni'],
@@ -92,8 +92,8 @@ describe('planVm: the Go provider\'s create parameters for the same input', () =
       [
         'machine_type: q35',
         'additional_disks:',
-        '  - {disk_size: 100, storage_selector: x, disk_ssd: true, disk_cache: none}',
-        '  - {disk_size: 5, storage_selector: y}',
+        '  - {disk_size: 100, storage_selector: \'name == "ceph-ssd"\', disk_ssd: true, disk_cache: none}',
+        '  - {disk_size: 5, storage_selector: \'name == "nfs-bulk"\'}',
         'additional_nics:',
         '  - {bridge: vmbr1}',
         '  - {bridge: vmbr2, vlan: 30, firewall: true, model: e1000}',
@@ -168,7 +168,7 @@ describe('planVm: refuses inputs Proxmox would reject or that could smuggle opti
   });
 
   it('re-checks hand-built provider data (not only parsed YAML)', () => {
-    const bad: ProviderData = { ...validateProviderData({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'x' }), network_bridge: 'vmbr0,firewall=0' };
+    const bad: ProviderData = { ...validateProviderData({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true' }), network_bridge: 'vmbr0,firewall=0' };
     expect(() => planVm(bad, ctx())).toThrow(/VM parameter net0: bridge: value must not contain ','/);
     const badCpu: ProviderData = { ...bad, network_bridge: 'vmbr0', cpu_type: 'host,args=-x' };
     expect(() => planVm(badCpu, ctx())).toThrow(/VM parameter cpu: invalid key in comma-separated list property: args/);

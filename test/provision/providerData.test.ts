@@ -139,7 +139,7 @@ describe('parseProviderData: rejections name the field', () => {
     ['bad mapping', `${BASE}pci_devices:\n  - mapping: "gpu,host=01:00.0"\n`, 'provider data: pci_devices[0].mapping: "gpu,host=01:00.0" is not a valid PCI mapping id', 'pci_devices[0].mapping'],
     ['bad mdev', `${BASE}pci_devices:\n  - {mapping: gpu, mdev: "a,b"}\n`, 'provider data: pci_devices[0].mdev: "a,b" is not a valid mediated device type', 'pci_devices[0].mdev'],
     ['memory below Go minimum', `cores: 2\nmemory: 1024\ndisk_size: 20\nstorage_selector: x\n`, 'provider data: memory: 1024 must be >= 2048', 'memory'],
-    ['vlan above 4094', `${BASE}vlan: 4095\n`, 'provider data: vlan: 4095 must be <= 4094', 'vlan'],
+    ['vlan above 4094', `${BASE}vlan: 4095\n`, 'provider data: vlan: 4095 exceeds the largest value Proxmox accepts (4094: the largest VLAN tag', 'vlan'],
     ['wrong type', `${BASE}numa: "yes"\n`, 'provider data: numa: "yes" is not a boolean', 'numa'],
     ['quoted integer', `cores: "2"\nmemory: 4096\ndisk_size: 20\nstorage_selector: x\n`, 'provider data: cores: "2" is not an integer', 'cores'],
     ['enum', `${BASE}disk_cache: fast\n`, 'provider data: disk_cache: "fast" is not one of "none", "writethrough", "writeback", "directsync", "unsafe"', 'disk_cache'],
