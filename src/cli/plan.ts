@@ -8,6 +8,7 @@ import { pickNode, placementRequest } from '../provision/pickNode.js';
 import { DiskStorageError, selectDiskStorages } from '../provision/diskStorages.js';
 import { planVm } from '../provision/planVm.js';
 import { parseProviderData } from '../provision/providerData.js';
+import { RequestRefused, validateRequest } from '../provision/validateRequest.js';
 import { isoCacheKey } from '../omni/images.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
@@ -51,7 +52,18 @@ export default async function plan(argv: string[]): Promise<number> {
 
   const target = await openProxmoxTarget(flags);
   try {
-    const snapshots = await nodeSnapshots(target.pve, { setId, needPciMappings: data.pci_devices.length > 0 });
+    let checked;
+    try {
+      checked = await validateRequest(target.pve, { id: requestId, machineRequestSetId: setId, talosVersion, providerData: data });
+    } catch (err) {
+      if (err instanceof RequestRefused) throw new PlanError(err.message);
+      throw err;
+    }
+    const snapshots = await nodeSnapshots(target.pve, {
+      setId,
+      needPciMappings: data.pci_devices.length > 0,
+      bridges: checked.bridges,
+    });
     let node: string;
     try {
       node = pickNode({ nodes: snapshots, request: placementRequest(requestId, data, setId) }).node;

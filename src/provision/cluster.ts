@@ -50,7 +50,12 @@ export function pciMappingNodes(mappings: ReadonlyArray<{ id: string; map: reado
  */
 export async function nodeSnapshots(
   pve: PveClient,
-  opts: { setId?: string | undefined; needPciMappings?: boolean },
+  opts: {
+    setId?: string | undefined;
+    needPciMappings?: boolean;
+    /** The bridges each node lists, as validateRequest found them (nodes left out are not checked). */
+    bridges?: ReadonlyMap<string, ReadonlySet<string> | undefined>;
+  },
 ): Promise<NodeSnapshot[]> {
   const [nodes, vms, mappings] = await Promise.all([
     pve.nodes(),
@@ -72,6 +77,8 @@ export async function nodeSnapshots(
       vmCount: here.length,
       pciMappings: pci,
       vmNames: here.map((v) => v.name ?? '').filter((x) => x !== ''),
+      maxcpu: n.maxcpu,
+      bridges: opts.bridges?.get(n.node),
     };
   });
 }

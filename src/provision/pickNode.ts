@@ -21,6 +21,10 @@ export interface NodeSnapshot {
   pciMappings?: readonly string[];
   /** Names of the VMs on the node (= request ids); ledger entries already here are not counted twice. */
   vmNames?: readonly string[];
+  /** Logical CPUs of the node (`maxcpu`); undefined when not reported (then vCPUs are not checked). */
+  maxcpu?: number | undefined;
+  /** Bridges the node lists to the token; undefined when it could not tell (then bridges are not checked). */
+  bridges?: ReadonlySet<string> | undefined;
 }
 
 export interface InFlightEntry {
@@ -39,6 +43,10 @@ export interface PlacementRequest {
   strategy?: PlacementStrategy | undefined;
   pciMappings?: readonly string[] | undefined;
   setId?: string | undefined;
+  /** cores × sockets: Proxmox refuses to start a VM with more vCPUs than its node has CPUs. */
+  vcpus?: number | undefined;
+  /** Bridges the VM's NICs attach to. */
+  bridges?: readonly string[] | undefined;
 }
 
 /** The placement request for provider data (pinned node, allowed nodes, strategy, memory, PCI mappings, set). */
@@ -51,6 +59,8 @@ export function placementRequest(requestId: string, data: ProviderData, setId: s
     strategy: data.placement_strategy,
     pciMappings: data.pci_devices.map((d) => d.mapping),
     setId,
+    vcpus: data.cores * data.sockets,
+    bridges: [...new Set([data.network_bridge, ...data.additional_nics.map((n) => n.bridge)])],
   };
 }
 
@@ -164,6 +174,15 @@ export function pickNode(input: PlacementInput): Placement {
     const missing = wantedPci.filter((m) => !have.has(m));
     if (missing.length > 0) {
       reject(`no PCI mapping ${missing.join(', ')} on this node`);
+      continue;
+    }
+    const noBridge = n.bridges === undefined ? [] : (request.bridges ?? []).filter((b) => !n.bridges?.has(b));
+    if (noBridge.length > 0) {
+      reject(`no bridge ${noBridge.join(', ')} (or the token may not use it)`);
+      continue;
+    }
+    if (request.vcpus !== undefined && n.maxcpu !== undefined && n.maxcpu > 0 && request.vcpus > n.maxcpu) {
+      reject(`needs ${request.vcpus} vCPUs, has ${n.maxcpu} CPUs`);
       continue;
     }
     const present = new Set((n.vmNames ?? []).map((s) => s.toLowerCase()));

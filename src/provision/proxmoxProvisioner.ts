@@ -25,6 +25,7 @@ import type { MachineState } from './machineState.js';
 import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
 import { planVm, SEED_ISO_SLOT } from './planVm.js';
+import { validateRequest } from './validateRequest.js';
 import {
   done,
   retryAfter,
@@ -149,9 +150,12 @@ export class ProxmoxProvisioner implements Provisioner {
     const data = request.providerData;
     if (!state.uuid) state.uuid = randomUUID();
     if (state.vmid) return done; // the VM exists; its node is where it is
+    // Before anything is downloaded or created: refuse (permanently, naming the field) what Proxmox would refuse.
+    const checked = await validateRequest(this.#pve, request, ctx.log);
     const snapshots = await nodeSnapshots(this.#pve, {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
+      bridges: checked.bridges,
     });
     const want = placementRequest(request.id, data, request.machineRequestSetId);
     const placement = pickNode({ nodes: snapshots, inFlight: this.ledger.entries(), request: want });

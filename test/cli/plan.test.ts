@@ -68,13 +68,16 @@ describe('plan', () => {
     expect(typo.stderr).toMatch(/unknown key "corse"/);
   });
 
-  it('exits 2 when the pinned node is unknown, and when no node has room', async () => {
+  it('exits 2 when the pinned node is unknown, when the VM is larger than any node, and when no node has room', async () => {
     const unknown = await run(['plan', '--provider-data', dataFile('n.yaml', `${base}storage_selector: 'true'\nnode: pve9\n`), '--sim-fixture', fixture, '--json']);
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toMatch(/^error: node: pinned node "pve9" is not in the cluster/);
+    expect(unknown.stderr).toMatch(/^error: provider data: node: "pve9" is not a node of this Proxmox cluster \(nodes: pve1, pve2, pve3\)/);
     const huge = await run(['plan', '--provider-data', dataFile('h.yaml', 'cores: 2\nmemory: 4194304\ndisk_size: 20\nstorage_selector: "true"\n'), '--sim-fixture', fixture, '--json']);
     expect(huge.code).toBe(2);
-    expect(huge.stderr).toMatch(/^error: node: .*pve1: needs 4096 GiB/);
+    expect(huge.stderr).toMatch(/^error: provider data: memory: 4194304 MiB \(4096 GiB\) is more memory than the largest node this VM may use has \(128 GiB\)/);
+    const full = await run(['plan', '--provider-data', dataFile('f.yaml', 'cores: 2\nmemory: 131072\ndisk_size: 20\nstorage_selector: "true"\n'), '--sim-fixture', fixture, '--json']);
+    expect(full.code).toBe(2);
+    expect(full.stderr).toMatch(/^error: node: .*pve1: needs 128 GiB, 126 GiB uncommitted/);
   });
 
   it('exits 2 for usage errors', async () => {
