@@ -1,6 +1,7 @@
 // The simulator's fixture format (JSON or YAML): cluster layout, storages, VMs, auth, and timing knobs.
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
+import type { DatacenterOptions } from './state.js';
 import type { VersionProfileName } from './version.js';
 
 export interface FixtureNode {
@@ -115,6 +116,12 @@ export interface PveFixture {
   storages: FixtureStorage[];
   bridges?: Record<string, string[]>;
   pciMappings?: FixturePciMapping[];
+  /** Resource pools that exist (`GET /pools`; a create with another `pool` is refused). */
+  pools?: Array<string | { poolid: string; comment?: string }>;
+  /** Custom CPU models (names without `custom-`), listed by the node's CPU capabilities and accepted as `custom-<name>`. */
+  customCpuModels?: string[];
+  /** datacenter.cfg: `registered-tags` and `user-tag-access` (who may set which tag). */
+  datacenter?: DatacenterOptions;
   vms?: FixtureVm[];
   volumes?: FixtureVolume[];
   roles?: Record<string, string[]>;

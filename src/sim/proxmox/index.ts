@@ -14,3 +14,4 @@ export type { RequestFault, RequestMatch, TaskMatch, FaultTiming } from './fault
 export type { TaskOutcomeOverride, SimTask, TaskFilter } from './tasks.js';
 export type { VersionProfileName } from './version.js';
 export { downloadedBytes } from './routes/storage.js';
+export { isWriteCall, writeCalls } from './writes.js';

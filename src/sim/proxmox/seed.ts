@@ -53,6 +53,12 @@ export function seedFixture(sim: PveSim, f: PveFixture): void {
       ),
     });
   }
+  for (const p of f.pools ?? []) {
+    const pool = typeof p === 'string' ? { poolid: p } : p;
+    st.pools.set(pool.poolid, pool.comment !== undefined ? { comment: pool.comment } : {});
+  }
+  for (const name of f.customCpuModels ?? []) st.customCpuModels.add(name);
+  st.datacenter = structuredClone(f.datacenter ?? {});
   for (const v of f.volumes ?? []) {
     const s = st.storages.get(v.storage);
     if (!s) throw new Error(`volume ${v.name}: unknown storage ${v.storage}`);

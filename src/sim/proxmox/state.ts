@@ -62,6 +62,8 @@ export interface SimVm {
   haManaged: boolean;
   /** When the config file was first written (simulated ms); undefined for fixture VMs. */
   createdAtMs?: number;
+  /** Resource pool the VM was created in. */
+  pool?: string;
 }
 
 export interface PciMappingEntry {
@@ -76,6 +78,14 @@ export interface PciMapping {
   map: PciMappingEntry[];
 }
 
+/** The datacenter.cfg options the simulator knows, as `GET /cluster/options` returns them. */
+export interface DatacenterOptions {
+  /** Tags only users with Sys.Modify on / may set. */
+  'registered-tags'?: string[];
+  /** Which tags other users may set: `free` (default), `existing`, `list`, `none`. */
+  'user-tag-access'?: { 'user-allow'?: 'none' | 'list' | 'existing' | 'free'; 'user-allow-list'?: string[] };
+}
+
 export class ClusterState {
   clusterName = 'pve-sim';
   entryNode = '';
@@ -87,6 +97,12 @@ export class ClusterState {
   readonly volumes = new Map<string, Map<string, SimVolume>>();
   readonly vms = new Map<number, SimVm>();
   readonly pciMappings = new Map<string, PciMapping>();
+  /** Resource pools (user.cfg): id → comment. */
+  readonly pools = new Map<string, { comment?: string }>();
+  /** Custom CPU models (cpu-models.conf), without the `custom-` prefix. */
+  readonly customCpuModels = new Set<string>();
+  /** datacenter.cfg options the simulator reads (`GET /cluster/options`, tag rules at create). */
+  datacenter: DatacenterOptions = {};
 
   // ---- nodes ----
 

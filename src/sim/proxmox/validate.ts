@@ -53,46 +53,45 @@ export function checkParams(schema: ParamSchema, params: Params, opts: SchemaOpt
   return out;
 }
 
+/** pve-common JSONSchema.pm `is_integer` / `is_number`. */
+const INTEGER_RE = /^[+-]?\d+$/;
+const NUMBER_RE = /^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * One value, in the order pve-common's check_prop checks a scalar: type, then format, pattern, maxLength, range
+ * (for anything numeric) and enum, stopping at the first problem.
+ */
 export function checkValue(spec: ParamSpec, value: ParamValue, key = ''): string | number | { error: string } {
   const text = typeof value === 'boolean' ? (value ? '1' : '0') : String(value);
   switch (spec.type) {
-    case 'boolean': {
+    case 'boolean':
       if (typeof value === 'boolean') return value ? 1 : 0;
       if (text === '1' || text === '0') return Number(text);
       return { error: `type check ('boolean') failed - got '${text}'` };
-    }
-    case 'integer': {
-      if (typeof value === 'boolean' || !/^-?\d+$/.test(text)) return { error: `type check ('integer') failed - got '${text}'` };
-      const formatError = spec.format?.(text, key);
-      if (formatError) return { error: `invalid format - ${formatError}` };
-      return checkRange(spec, Number(text));
-    }
-    case 'number': {
-      if (typeof value === 'boolean' || !/^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text)) {
-        return { error: `type check ('number') failed - got '${text}'` };
-      }
-      const r = checkRange(spec, Number(text));
-      return typeof r === 'object' ? r : text;
-    }
-    case 'string': {
-      if (spec.maxLength !== undefined && text.length > spec.maxLength) {
-        return { error: `value may only be ${spec.maxLength} characters long` };
-      }
-      if (spec.enum && !spec.enum.includes(text)) {
-        return { error: `value '${text}' does not have a value in the enumeration '${spec.enum.join(', ')}'` };
-      }
-      if (spec.pattern && !spec.pattern.test(text)) return { error: 'value does not match the regex pattern' };
-      const formatError = spec.format?.(text, key);
-      if (formatError) return { error: `invalid format - ${formatError}` };
-      return text;
-    }
+    case 'integer':
+      if (typeof value === 'boolean' || !INTEGER_RE.test(text)) return { error: `type check ('integer') failed - got '${text}'` };
+      break;
+    case 'number':
+      if (typeof value === 'boolean' || !NUMBER_RE.test(text)) return { error: `type check ('number') failed - got '${text}'` };
+      break;
+    case 'string':
+      break;
   }
-}
-
-function checkRange(spec: ParamSpec, n: number): number | { error: string } {
-  if (spec.minimum !== undefined && n < spec.minimum) return { error: `value must have a minimum value of ${spec.minimum}` };
-  if (spec.maximum !== undefined && n > spec.maximum) return { error: `value must have a maximum value of ${spec.maximum}` };
-  return n;
+  const formatError = spec.format?.(text, key);
+  if (formatError) return { error: `invalid format - ${formatError}` };
+  if (spec.pattern && !spec.pattern.test(text)) return { error: 'value does not match the regex pattern' };
+  if (spec.maxLength !== undefined && [...text].length > spec.maxLength) {
+    return { error: `value may only be ${spec.maxLength} characters long` };
+  }
+  if (NUMBER_RE.test(text)) {
+    const n = Number(text);
+    if (spec.maximum !== undefined && n > spec.maximum) return { error: `value must have a maximum value of ${spec.maximum}` };
+    if (spec.minimum !== undefined && n < spec.minimum) return { error: `value must have a minimum value of ${spec.minimum}` };
+  }
+  if (spec.enum && !spec.enum.includes(text)) {
+    return { error: `value '${text}' does not have a value in the enumeration '${spec.enum.join(', ')}'` };
+  }
+  return spec.type === 'integer' ? Number(text) : text;
 }
 
 // ---- formats Proxmox registers (pve-common JSONSchema.pm), restated ----

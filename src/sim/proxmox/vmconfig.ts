@@ -7,8 +7,9 @@ import {
   PropertyStringError,
   type PropertyStringFormat,
 } from '../../proxmox/propertyString.js';
+import { isCustomCpuModel, knownCpuModels, vmCpuConfError } from '../../proxmox/cpuModels.js';
 import type { Caller } from './auth.js';
-import { paramError, serverError } from './errors.js';
+import { paramError, PveApiError, serverError } from './errors.js';
 import { generateMac, normaliseTags } from './seed.js';
 import type { PveSim } from './sim.js';
 import { fileBasedTypes, formatSize, type SimVm } from './state.js';
@@ -31,16 +32,72 @@ function propertyString(format: PropertyStringFormat): FormatCheck {
 const bool: ParamSpec = { type: 'boolean', optional: true };
 const opt = (spec: ParamSpec): ParamSpec => ({ ...spec, optional: true });
 
+/** `pve-vm-cpu-conf`: the property string, then qemu-server's validate_vm_cpu_conf (custom models: checkConfigKeys). */
+const vmCpuConf: FormatCheck = (value, key) => {
+  const parseError = propertyString(formats.cpu)(value, key);
+  if (parseError) return parseError;
+  const cpu = parsePropertyString(value, formats.cpu);
+  return vmCpuConfError(cpu, knownCpuModels(), undefined);
+};
+
+/** pve-common `pve-startup-order`: `[order=]N`, `up=N`, `down=N`, comma-separated. */
+const startupOrder: FormatCheck = (value) => {
+  if (value === '') return 'unable to parse startup options';
+  for (const part of value.split(',')) {
+    if (/^\s*$/.test(part)) continue;
+    if (!/^(?:(?:order=)?\d+|up=\d+|down=\d+)$/.test(part)) return 'unable to parse startup options';
+  }
+  return undefined;
+};
+
+/** qemu-server `pve-cpuset` (PVE::CpuSet::parse_cpuset): `N[-M]` ranges separated by commas, M ≥ N. */
+const cpuset: FormatCheck = (value) => {
+  for (const part of value.split(',')) {
+    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(part);
+    if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1]))) return 'unable to parse cpuset option';
+  }
+  return undefined;
+};
+
+/** qemu-server `pve-hotplug-features`: 0, 1, or a list of network, disk, cpu, memory, usb, cloudinit. */
+const hotplugFeatures: FormatCheck = (value) => {
+  if (value === '0' || value === '1') return undefined;
+  const features = value.split(/[;,\s]+/).filter((f) => f !== '');
+  return features.every((f) => /^(network|disk|cpu|memory|usb|cloudinit)$/.test(f)) ? undefined : 'unable to parse hotplug option';
+};
+
+/** `pve-qm-ipconfig`, with its `requires` (gw needs ip, gw6 needs ip6). */
+const ipconfig: FormatCheck = (value, key) => {
+  const parseError = propertyString(formats.ipconfig)(value, key);
+  if (parseError) return parseError;
+  const c = parsePropertyString(value, formats.ipconfig);
+  if (c['gw'] !== undefined && c['ip'] === undefined) return `format error\n${key}.ip: missing property - 'gw' requires this property`;
+  if (c['gw6'] !== undefined && c['ip6'] === undefined) return `format error\n${key}.ip6: missing property - 'gw6' requires this property`;
+  return undefined;
+};
+
+const KEYBOARDS = [
+  'de', 'de-ch', 'da', 'en-gb', 'en-us', 'es', 'fi', 'fr', 'fr-be', 'fr-ca', 'fr-ch', 'hu', 'is', 'it', 'ja', 'lt', 'mk', 'nl', 'no',
+  'pl', 'pt', 'pt-br', 'sv', 'sl', 'tr',
+];
+
+/** The VM config keys of POST /nodes/{node}/qemu and .../config, with their types and formats (PVE's API schema). */
 export const vmConfigSchema: ParamSchema = {
   name: opt({ type: 'string', format: formatChecks.dnsName }),
   cores: opt({ type: 'integer', minimum: 1 }),
   sockets: opt({ type: 'integer', minimum: 1 }),
   vcpus: opt({ type: 'integer', minimum: 1 }),
+  cpulimit: opt({ type: 'number', minimum: 0, maximum: 128 }),
+  cpuunits: opt({ type: 'integer', minimum: 1, maximum: 262144 }),
+  affinity: opt({ type: 'string', format: cpuset }),
   memory: opt({ type: 'string', format: propertyString(formats.memory) }),
   balloon: opt({ type: 'integer', minimum: 0 }),
-  cpu: opt({ type: 'string', format: propertyString(formats.cpu) }),
+  shares: opt({ type: 'integer', minimum: 0, maximum: 50000 }),
+  'allow-ksm': bool,
+  cpu: opt({ type: 'string', format: vmCpuConf }),
   numa: bool,
   hugepages: opt({ type: 'string', enum: ['any', '2', '1024'] }),
+  keephugepages: bool,
   machine: opt({ type: 'string', format: propertyString(formats.machine) }),
   scsihw: opt({ type: 'string', enum: ['lsi', 'lsi53c810', 'virtio-scsi-pci', 'virtio-scsi-single', 'megasas', 'pvscsi'] }),
   ostype: opt({ type: 'string', enum: ['other', 'wxp', 'w2k', 'w2k3', 'w2k8', 'wvista', 'win7', 'win8', 'win10', 'win11', 'l24', 'l26', 'solaris'] }),
@@ -54,20 +111,39 @@ export const vmConfigSchema: ParamSchema = {
   efidisk0: opt({ type: 'string', format: propertyString(formats.efidisk) }),
   agent: opt({ type: 'string', format: propertyString(formats.agent) }),
   onboot: bool,
+  autostart: bool,
   protection: bool,
   template: bool,
   kvm: bool,
   acpi: bool,
   tablet: bool,
+  localtime: bool,
+  freeze: bool,
+  reboot: bool,
+  tdf: bool,
   args: opt({ type: 'string' }),
-  vga: opt({ type: 'string', pattern: /^(std|cirrus|vmware|qxl\d?|serial\d|virtio|virtio-gl|none)(,.*)?$/ }),
-  startup: opt({ type: 'string' }),
+  vga: opt({ type: 'string', format: propertyString(formats.vga) }),
+  startup: opt({ type: 'string', format: startupOrder }),
+  startdate: opt({ type: 'string', pattern: /^(now|\d{4}-\d{1,2}-\d{1,2}(T\d{1,2}:\d{1,2}:\d{1,2})?)$/ }),
+  migrate_speed: opt({ type: 'integer', minimum: 0 }),
+  migrate_downtime: opt({ type: 'number', minimum: 0 }),
+  hotplug: opt({ type: 'string', format: hotplugFeatures }),
+  watchdog: opt({ type: 'string', format: propertyString(formats.watchdog) }),
+  keyboard: opt({ type: 'string', enum: KEYBOARDS }),
+  rng0: opt({ type: 'string', format: propertyString(formats.rng) }),
+  ciuser: opt({ type: 'string' }),
+  cipassword: opt({ type: 'string' }),
+  citype: opt({ type: 'string', enum: ['configdrive2', 'nocloud', 'opennebula'] }),
+  ciupgrade: bool,
+  searchdomain: opt({ type: 'string' }),
 };
 
 const drivePattern = /^(ide[0-3]|scsi([0-9]|[12][0-9]|30)|sata[0-5]|virtio([0-9]|1[0-5]))$/;
 export const vmConfigPatterns: SchemaOptions['patternProperties'] = [
   [drivePattern, opt({ type: 'string', format: (v, key) => propertyString(driveFormatFor(key)!)(v, key) })],
   [/^net([0-9]|[12][0-9]|3[01])$/, opt({ type: 'string', format: propertyString(formats.net) })],
+  [/^ipconfig([0-9]|[12][0-9]|3[01])$/, opt({ type: 'string', format: ipconfig })],
+  [/^numa[0-7]$/, opt({ type: 'string', format: propertyString(formats.numa) })],
   [/^hostpci([0-9]|1[0-5])$/, opt({ type: 'string', format: propertyString(formats.hostpci) })],
   [/^serial[0-3]$/, opt({ type: 'string', pattern: /^(\/dev\/.+|socket)$/ })],
   [/^unused\d+$/, opt({ type: 'string' })],
@@ -77,19 +153,66 @@ export function isDrive(key: string): boolean {
   return drivePattern.test(key) || key === 'efidisk0';
 }
 
-/** Which VM.Config.* privilege a key needs (qemu-server's key groups). `root` = only root@pam. */
-export function privilegeFor(key: string, value: string | undefined): string {
+// qemu-server API2/Qemu.pm's option groups and the privilege each needs ($check_vm_modify_config_perm).
+const CPU_OPTIONS = new Set(['cores', 'cpu', 'cpulimit', 'cpuunits', 'numa', 'smp', 'sockets', 'vcpus']);
+const MEMORY_OPTIONS = new Set(['memory', 'balloon', 'shares', 'allow-ksm']);
+const HWTYPE_OPTIONS = new Set(['acpi', 'hotplug', 'kvm', 'machine', 'scsihw', 'smbios1', 'tablet', 'vga', 'watchdog', 'audio0', 'rng0']);
+const GENERAL_OPTIONS = new Set([
+  'agent', 'autostart', 'bios', 'description', 'keyboard', 'localtime', 'migrate_downtime', 'migrate_speed', 'name', 'onboot',
+  'ostype', 'protection', 'reboot', 'startdate', 'startup', 'tdf', 'template', 'tags',
+]);
+const CLOUDINIT_OPTIONS = new Set(['cicustom', 'cipassword', 'citype', 'ciuser', 'ciupgrade', 'nameserver', 'searchdomain', 'sshkeys']);
+
+/**
+ * Which privilege a key needs (qemu-server's key groups). `root` = only root@pam; an array = any one of them.
+ * Keys in no group (args, hugepages, affinity, ...) are root-only, as in qemu-server.
+ */
+export function privilegeFor(key: string, value: string | undefined): string | string[] {
   if (drivePattern.test(key)) return value !== undefined && /(^|,)media=cdrom(,|$)/.test(value) ? 'VM.Config.CDROM' : 'VM.Config.Disk';
-  if (key === 'efidisk0' || key === 'boot' || key === 'bootdisk' || /^unused\d+$/.test(key)) return 'VM.Config.Disk';
+  if (key === 'efidisk0' || key === 'boot' || key === 'bootdisk' || key === 'vmstatestorage' || /^unused\d+$/.test(key)) return 'VM.Config.Disk';
   if (/^net\d+$/.test(key)) return 'VM.Config.Network';
-  if (['cores', 'sockets', 'cpu', 'numa', 'vcpus', 'cpulimit', 'cpuunits', 'affinity'].includes(key)) return 'VM.Config.CPU';
-  if (['memory', 'balloon', 'shares'].includes(key)) return 'VM.Config.Memory';
-  if (['scsihw', 'smbios1', 'machine', 'bios', 'vga', 'tablet', 'kvm', 'acpi'].includes(key) || /^(hostpci|serial)\d+$/.test(key)) {
-    return 'VM.Config.HWType';
-  }
-  if (['hugepages', 'args'].includes(key)) return 'root';
+  if (CPU_OPTIONS.has(key) || /^numa\d+$/.test(key)) return 'VM.Config.CPU';
+  if (MEMORY_OPTIONS.has(key)) return 'VM.Config.Memory';
+  if (HWTYPE_OPTIONS.has(key) || /^(hostpci|serial|usb)\d+$/.test(key)) return 'VM.Config.HWType';
+  if (GENERAL_OPTIONS.has(key)) return 'VM.Config.Options';
+  if (key === 'freeze') return 'VM.PowerMgmt';
+  if (CLOUDINIT_OPTIONS.has(key) || /^ipconfig\d+$/.test(key)) return ['VM.Config.Cloudinit', 'VM.Config.Network'];
   if (key === 'cdrom') return 'VM.Config.CDROM';
-  return 'VM.Config.Options';
+  return 'root';
+}
+
+/**
+ * pve-guest-common GuestHelpers.pm `assert_tag_permissions`: without Sys.Modify on /, a tag that changes must not be
+ * registered and must be allowed by `user-tag-access` (free: any; existing: listed or on a VM the caller can see;
+ * list: listed; none: no tag).
+ */
+export function assertTagPermissions(sim: PveSim, caller: Caller, newTags: string, oldTags = ''): void {
+  if (sim.access.has(caller, '/', 'Sys.Modify')) return;
+  const dc = sim.state.datacenter;
+  const registered = new Set(dc['registered-tags'] ?? []);
+  const access = dc['user-tag-access'] ?? {};
+  const userAllow = access['user-allow'] ?? 'free';
+  const allowed = new Set<string>();
+  if (userAllow !== 'none') for (const t of access['user-allow-list'] ?? []) allowed.add(t);
+  if (userAllow === 'free' || userAllow === 'existing') {
+    for (const vm of sim.state.vms.values()) {
+      if (!sim.access.has(caller, `/vms/${vm.vmid}`, 'VM.Audit')) continue;
+      for (const t of splitTagList(vm.config.get('tags') ?? '')) allowed.add(t);
+    }
+  }
+  const count = (list: string): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (const t of splitTagList(list)) m.set(t, (m.get(t) ?? 0) + 1);
+    return m;
+  };
+  const before = count(oldTags);
+  const after = count(newTags);
+  for (const tag of new Set([...before.keys(), ...after.keys()])) {
+    if ((before.get(tag) ?? 0) === (after.get(tag) ?? 0)) continue;
+    if ((!allowed.has(tag) && userAllow !== 'free') || registered.has(tag)) {
+      throw new PveApiError(403, `Permission check failed (/, Sys.Modify for modifying tag '${tag}')`);
+    }
+  }
 }
 
 export function isRoot(caller: Caller): boolean {
@@ -127,8 +250,24 @@ export function checkConfigKeys(
     const priv = privilegeFor(key, value);
     if (priv === 'root') {
       if (!isRoot(caller)) throw serverError(`only root can set '${key}' config`);
+    } else if (Array.isArray(priv)) {
+      sim.access.checkAny(caller, `/vms/${vmid}`, priv);
     } else {
       sim.access.check(caller, `/vms/${vmid}`, priv);
+    }
+    // startup changes how the host boots: it also needs Sys.Modify on / (qemu-server).
+    if (key === 'startup') sim.access.check(caller, '/', 'Sys.Modify');
+    if (key === 'rng0' && !isRoot(caller) && parsePropertyString(value, formats.rng)['source'] === '/dev/hwrng') {
+      sim.access.check(caller, '/mapping/hwrng', 'Mapping.Use');
+    }
+    if (key === 'cpu') {
+      // validate_vm_cpu_conf dies on an unknown custom model; using one needs Mapping.Use on /mapping/cpu/<name>.
+      const cputype = parsePropertyString(value, formats.cpu)['cputype'] ?? '';
+      if (isCustomCpuModel(cputype)) {
+        const name = cputype.slice('custom-'.length);
+        if (!sim.state.customCpuModels.has(name)) throw paramError({ cpu: `invalid format - Custom cputype '${name}' not found` });
+        sim.access.check(caller, `/mapping/cpu/${name}`, 'Mapping.Use');
+      }
     }
     if (/^net\d+$/.test(key)) {
       const net = parsePropertyString(value, formats.net);

@@ -150,6 +150,46 @@ export const clusterRoutes: Route[] = [
       return sim.order(out);
     },
   },
+  {
+    method: 'GET',
+    pattern: '/cluster/options',
+    schema: {},
+    handler: ({ sim, caller }) => {
+      sim.access.check(caller, '/', 'Sys.Audit');
+      return structuredClone(sim.state.datacenter);
+    },
+  },
+  {
+    // pve-manager API2/Pool.pm index: with `poolid` (PVE 8.1+) the one pool, or "pool '<id>' does not exist" (its
+    // Pool.Audit check result is ignored); without, the pools the caller holds Pool.Audit on.
+    method: 'GET',
+    pattern: '/pools',
+    schema: {
+      poolid: { type: 'string', optional: true, pattern: /^[A-Za-z0-9.\-_]+$/ },
+      type: { type: 'string', optional: true, enum: ['qemu', 'lxc', 'storage'] },
+    },
+    handler: ({ sim, params, caller }) => {
+      const poolid = params['poolid'] === undefined ? undefined : String(params['poolid']);
+      if (poolid !== undefined && sim.profile.name === 'pve8.0') {
+        throw paramError({ poolid: 'property is not defined in schema and the schema does not allow additional properties' });
+      }
+      if (poolid !== undefined) {
+        const pool = sim.state.pools.get(poolid);
+        if (!pool) throw serverError(`pool '${poolid}' does not exist`);
+        const type = params['type'];
+        const members =
+          type === undefined || type === 'qemu'
+            ? [...sim.state.vms.values()].filter((vm) => vm.pool === poolid).map((vm) => ({ id: `qemu/${vm.vmid}`, type: 'qemu', vmid: vm.vmid, node: vm.node }))
+            : [];
+        return [{ poolid, members, ...(pool.comment !== undefined ? { comment: pool.comment } : {}) }];
+      }
+      return sim.order(
+        [...sim.state.pools]
+          .filter(([id]) => sim.access.has(caller, `/pool/${id}`, 'Pool.Audit'))
+          .map(([id, p]) => ({ poolid: id, ...(p.comment !== undefined ? { comment: p.comment } : {}) })),
+      );
+    },
+  },
 ];
 
 /** pvestatd has not sampled a VM created within the current RRD interval yet. */

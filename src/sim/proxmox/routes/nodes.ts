@@ -1,4 +1,5 @@
 // Routes: `/nodes`, node status, the node's network interfaces, and the task status/log/stop endpoints.
+import { PVE_BUILTIN_CPU_MODELS, QEMU_CPU_MODELS } from '../../../proxmox/cpuModels.js';
 import { paramError } from '../errors.js';
 import type { Caller } from '../auth.js';
 import type { PveSim } from '../sim.js';
@@ -47,6 +48,25 @@ export const nodeRoutes: Route[] = [
         idle: 0,
         wait: 0,
       };
+    },
+  },
+  {
+    // qemu-server API2/Qemu/CPU.pm: the node's models (x86_64 here, with qemu-server's built-in list), custom ones
+    // only to callers with Sys.Audit on /nodes.
+    method: 'GET',
+    pattern: '/nodes/{node}/capabilities/qemu/cpu',
+    schema: { node: nodeSpec, arch: { type: 'string', optional: true, enum: ['x86_64', 'aarch64'] } },
+    handler: ({ sim, caller, params }) => {
+      const arch = params['arch'] === 'aarch64' ? 'aarch64' : 'x86_64';
+      const models: Record<string, unknown>[] = QEMU_CPU_MODELS[arch].map((name) => ({ name, custom: 0, vendor: cpuVendor(name) }));
+      if (arch === 'x86_64') {
+        models.push({ name: 'host', custom: 0, vendor: 'default' });
+        for (const name of PVE_BUILTIN_CPU_MODELS) models.push({ name, custom: 0, vendor: 'default' });
+      }
+      if (sim.access.has(caller, '/nodes', 'Sys.Audit')) {
+        for (const name of sim.state.customCpuModels) models.push({ name: `custom-${name}`, custom: 1, vendor: 'default' });
+      }
+      return sim.order(models);
     },
   },
   {
@@ -178,4 +198,12 @@ function mayUseBridge(sim: PveSim, caller: Caller, bridge: string): boolean {
   if (allowed(base)) return true;
   const vlans = new Set(sim.access.acl.map((e) => e.path).filter((p) => p.startsWith(`${base}/`) && !p.slice(base.length + 1).includes('/')));
   return [...vlans].some(allowed);
+}
+
+/** The vendor qemu-server reports for a model: Intel or AMD for named x86 models, the host's for generic ones. */
+function cpuVendor(name: string): string {
+  if (/^(kvm|qemu)(32|64)$|^max$|^host$/.test(name)) return 'default';
+  if (/^(athlon|phenom|Opteron|EPYC)/.test(name)) return 'AuthenticAMD';
+  if (/^(cortex|neoverse|a64fx)/.test(name)) return 'ARM';
+  return 'GenuineIntel';
 }

@@ -1,13 +1,14 @@
 // Routes below /nodes/{node}/qemu: list, create (two-phase, lock=create), config, status, power, destroy.
 import { formats, parsePropertyString } from '../../../proxmox/propertyString.js';
 import type { Caller } from '../auth.js';
-import { paramError, serverError } from '../errors.js';
+import { paramError, PveApiError, serverError } from '../errors.js';
 import type { Route, RouteContext } from '../routing.js';
 import type { PveSim } from '../sim.js';
 import type { SimVm } from '../state.js';
 import { nodeSpec, storageSpec, vmidSpec, type CheckedParams, type ParamSchema } from '../validate.js';
 import {
   agentEnabled,
+  assertTagPermissions,
   applyCdromAlias,
   checkBootOrder,
   checkConfigKeys,
@@ -175,8 +176,12 @@ async function createVm({ sim, caller, node, params }: RouteContext): Promise<st
   const n = node!.name;
   const vmid = Number(params['vmid']);
   requireQuorum(sim);
-  sim.access.check(caller, `/vms/${vmid}`, 'VM.Allocate');
-  if (params['pool'] !== undefined) sim.access.check(caller, `/pool/${params['pool']}`, 'VM.Allocate');
+  const pool = params['pool'] === undefined ? undefined : String(params['pool']);
+  // qemu-server create_vm: the pool must exist; VM.Allocate on the VM or on its pool.
+  if (pool !== undefined && !sim.state.pools.has(pool)) throw new PveApiError(403, `Permission check failed (pool '${pool}' does not exist)`);
+  if (!sim.access.has(caller, `/vms/${vmid}`, 'VM.Allocate') && !(pool !== undefined && sim.access.has(caller, `/pool/${pool}`, 'VM.Allocate'))) {
+    sim.access.check(caller, `/vms/${vmid}`, 'VM.Allocate');
+  }
   const values = configValues(params, createOnly);
   applyCdromAlias(values);
   const defaultStorage = params['storage'] === undefined ? undefined : String(params['storage']);
@@ -199,6 +204,7 @@ async function createVm({ sim, caller, node, params }: RouteContext): Promise<st
     paused: false,
     haManaged: false,
     createdAtMs: sim.clock.now(),
+    ...(pool !== undefined ? { pool } : {}),
   };
   sim.state.vms.set(vmid, vm);
   sim.event('vm-create-started', { vmid, node: n });
@@ -211,6 +217,8 @@ async function createVm({ sim, caller, node, params }: RouteContext): Promise<st
     vmid,
     caller,
     work: (log) => {
+      // As qemu-server's create worker: tag rules first (assert_tag_permissions), then the config is written.
+      if (values['tags'] !== undefined) assertTagPermissions(sim, caller, values['tags']);
       const config = buildConfig(sim, vm, values, plans, allocated);
       for (const id of allocated) log(`  ${id.split(':')[1]}: created`);
       vm.config = config;
@@ -282,6 +290,7 @@ async function updateVm({ sim, caller, node, params }: RouteContext, mode: 'sync
     throw serverError('balloon value too large (must be smaller than assigned memory)');
   }
   const apply = () => {
+    if (values['tags'] !== undefined) assertTagPermissions(sim, caller, values['tags'], vm.config.get('tags') ?? '');
     const allocated: string[] = [];
     const next = new Map(vm.config);
     for (const k of deletes) {
