@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file proxmox/specs/specs.proto.
  */
 export const file_proxmox_specs_specs: GenFile = /*@__PURE__*/
-  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyKTAgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhMKC2lzb19zdG9yYWdlGGQgASgJEhMKC3NlZWRfdm9sdW1lGGUgASgJEhYKDmJvb3RfYXNzZXRfa2V5GGggASgJSgQIZhBnSgQIZxBoSgQIaRBqYgZwcm90bzM");
+  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyLqAgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhMKC2lzb19zdG9yYWdlGGQgASgJEhMKC3NlZWRfdm9sdW1lGGUgASgJEhYKDmJvb3RfYXNzZXRfa2V5GGggASgJEhMKC2NyZWF0ZV92bWlkGGogASgFEhMKC2NyZWF0ZV9ub2RlGGsgASgJEhEKCXNlZWRfbm9kZRhsIAEoCRIYChBzZWVkX3VwbG9hZF90YXNrGG0gASgJSgQIZhBnSgQIZxBoSgQIaRBqYgZwcm90bzM");
 
 /**
  * @generated from message emuspecs.MachineSpec
@@ -50,7 +50,9 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   node: string;
 
   /**
-   * UPIDs of the Proxmox tasks the steps started.
+   * UPIDs of the Proxmox tasks the steps started. volume_upload_task: the Talos ISO download, recorded as soon as
+   * Proxmox answered (cleared once the ISO is on storage). vm_create_task: the UPID of the last VM create call,
+   * recorded as soon as Proxmox answered it and kept after the create succeeded (the Go provider reads it too).
    *
    * @generated from field: string volume_upload_task = 6;
    */
@@ -67,6 +69,8 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   vmStartTask: string;
 
   /**
+   * VMID of this request's VM, recorded only once its create task succeeded and its config is readable.
+   *
    * @generated from field: int32 vmid = 11;
    */
   vmid: number;
@@ -80,7 +84,7 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   isoStorage: string;
 
   /**
-   * Proxmox volume ID of the NoCloud seed (cloud-init) ISO carrying the join config.
+   * Proxmox volume ID of the NoCloud seed (cloud-init) ISO carrying the join config; recorded before the upload.
    *
    * @generated from field: string seed_volume = 101;
    */
@@ -89,11 +93,39 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   /**
    * Storage key of the boot asset (from GetBootAssetURL), stable across credential rotation.
    *
-   * Next free number: 106.
-   *
    * @generated from field: string boot_asset_key = 104;
    */
   bootAssetKey: string;
+
+  /**
+   * Write-ahead intent of the VM create (docs/controller.md, "Write-ahead intent"): the VMID and node of the
+   * create call, persisted before the call is sent (the SMBIOS UUID it carries is field 1, the UPID field 7).
+   * Non-zero while the outcome of that create is not settled: teardown, restart and retry look there first.
+   * Cleared once the VM is confirmed (vmid = create_vmid), or known not to exist or not to be ours.
+   *
+   * @generated from field: int32 create_vmid = 106;
+   */
+  createVmid: number;
+
+  /**
+   * @generated from field: string create_node = 107;
+   */
+  createNode: string;
+
+  /**
+   * Write-ahead record of the NoCloud seed upload: seed_volume (field 101) and the node it is uploaded to are
+   * persisted before the upload, the upload task's UPID as soon as Proxmox answered (cleared once it finished).
+   *
+   * @generated from field: string seed_node = 108;
+   */
+  seedNode: string;
+
+  /**
+   * Next free number: 110.
+   *
+   * @generated from field: string seed_upload_task = 109;
+   */
+  seedUploadTask: string;
 };
 
 /**
