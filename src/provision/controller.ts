@@ -90,6 +90,11 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The reason a provisioning pass was aborted because its request started tearing down. */
+class TeardownAbort extends Error {
+  override readonly name = 'TeardownAbort';
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
@@ -124,6 +129,8 @@ export class ProvisionController {
   private readonly knownRequests = new Set<string>();
   /** Requests deprovisioned in this process whose private state is not destroyed yet. */
   private readonly deprovisioned = new Set<string>();
+  /** Provisioning passes in flight, by request: aborted when the request starts tearing down (or disappears). */
+  private readonly provisioningRuns = new Map<string, AbortController>();
   private readonly watchAbort = new AbortController();
   private readonly watchLoops: Promise<void>[] = [];
   private readonly bootstrapped = new Set<string>();
@@ -173,6 +180,14 @@ export class ProvisionController {
       this.watchLoop('private state', this.privateKind, {}, (e) => this.enqueueIfDestroyReady(e, e.type === 'bootstrapped' ? '' : e.resource.metadata.id)),
       this.cleanupDangling(signal),
     );
+  }
+
+  /** Aborts the provisioning pass of request `id` if one is in flight (its step sees its signal aborted). */
+  private abortProvisioning(id: string, reason: string): void {
+    const run = this.provisioningRuns.get(id);
+    if (run === undefined || run.signal.aborted) return;
+    this.log.info({ request: id, reason }, 'aborting the provision step in flight');
+    run.abort(new TeardownAbort(reason));
   }
 
   /** Stops watching and taking work; waits for in-flight reconciles up to the shutdown bound. */
@@ -225,10 +240,14 @@ export class ProvisionController {
     if (e.type === 'destroyed') {
       this.knownRequests.delete(id);
       this.phases.delete(id);
+      this.abortProvisioning(id, 'the machine request was destroyed');
       this.queue.add(id);
       return;
     }
     this.knownRequests.add(id);
+    // A teardown that arrives while a step runs aborts that step; the queue then runs the request again (below),
+    // and that pass deprovisions from what the step recorded.
+    if (e.resource.metadata.phase === 'tearingDown') this.abortProvisioning(id, 'the machine request is tearing down');
     // Our own finalizer edit comes back as an update: nothing to do for it.
     if (
       e.type === 'updated' &&
@@ -318,10 +337,22 @@ export class ProvisionController {
 
   /** One level-triggered pass over request `id` (§5.3 / §5.7 of the protocol notes). */
   async reconcile(id: string, signal: AbortSignal = new AbortController().signal): Promise<WorkOutcome> {
+    // Registered before the request is read, so that a teardown event arriving at any point of this pass aborts it.
+    const run = new AbortController();
+    this.provisioningRuns.set(id, run);
+    try {
+      return await this.reconcilePass(id, signal, run.signal);
+    } finally {
+      if (this.provisioningRuns.get(id) === run) this.provisioningRuns.delete(id);
+    }
+  }
+
+  private async reconcilePass(id: string, signal: AbortSignal, teardownSignal: AbortSignal): Promise<WorkOutcome> {
     const log = this.log.child({ request: id });
     const request = await this.state.find(MachineRequestKind, id);
     if (request === undefined) {
       this.phases.delete(id);
+      this.provisioningRuns.delete(id);
       return this.reconcileOrphan(id, log, signal);
     }
     if (request.metadata.labels[LABEL_INFRA_PROVIDER_ID] !== this.providerId) {
@@ -330,6 +361,7 @@ export class ProvisionController {
     }
     if (request.metadata.phase === 'tearingDown') {
       this.phases.set(id, 'tearing_down');
+      this.provisioningRuns.delete(id);
       return this.reconcileTeardown(request, log, signal);
     }
 
@@ -375,7 +407,7 @@ export class ProvisionController {
       this.phases.set(request.metadata.id, 'failed');
       return workDone;
     }
-    return this.runSteps(provisionRequest, priv, connection.joinConfig, log, signal);
+    return this.runSteps(provisionRequest, priv, connection.joinConfig, log, signal, teardownSignal);
   }
 
   private provisionRequest(request: MachineRequest): ProvisionRequest {
@@ -435,8 +467,11 @@ export class ProvisionController {
     joinConfig: string,
     log: Logger,
     signal: AbortSignal,
+    teardownSignal: AbortSignal,
   ): Promise<WorkOutcome> {
     const steps = this.provisioner.steps;
+    // The step's signal: shutdown (the queue's) or a teardown of this request (abortProvisioning).
+    const stepSignal = AbortSignal.any([signal, teardownSignal]);
     const id = request.id;
     const resumeFrom = priv.metadata.annotations[ANNOTATION_STEP];
     let first = 0;
@@ -452,6 +487,10 @@ export class ProvisionController {
       const step = steps[i];
       if (step === undefined) break;
       if (signal.aborted) throw new Error('shutting down');
+      if (teardownSignal.aborted) {
+        log.info({ step: step.name }, 'teardown requested; not starting the next provision step');
+        return workDone;
+      }
       if (this.stopping) {
         log.info({ step: step.name }, 'shutting down; the next start resumes at this step');
         return workDone;
@@ -463,10 +502,26 @@ export class ProvisionController {
       let result: StepResult;
       const stepStarted = performance.now();
       const seconds = () => (performance.now() - stepStarted) / 1000;
+      // Write-ahead checkpoints: the private state as the step holds it now, annotation unchanged.
+      const checkpoint = async (): Promise<void> => {
+        await this.state.modify(
+          this.privateKind,
+          id,
+          (res) => {
+            res.spec = machineSpecFromState(working);
+          },
+          { owner: this.name, createIfMissing: false },
+        );
+      };
       try {
-        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal });
+        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal: stepSignal, checkpoint });
       } catch (err) {
         if (signal.aborted) throw err;
+        if (teardownSignal.aborted) {
+          // Whatever the step recorded through checkpoint() is in Omni; the next pass deprovisions from it.
+          stepLog.info({ err: errorMessage(err) }, 'provision step aborted: the machine request is tearing down');
+          return workDone;
+        }
         const message = errorMessage(err);
         if (err instanceof StepFailure && err.transient) {
           this.observe((o) => o.stepRun?.(step.name, 'retry', seconds()));
@@ -500,6 +555,11 @@ export class ProvisionController {
         { owner: this.name, createIfMissing: false },
       );
       machine = working;
+      if (teardownSignal.aborted) {
+        // The step finished before it noticed the teardown: what it did is recorded above; nothing more is reported.
+        stepLog.info('teardown requested; not starting the next provision step');
+        return workDone;
+      }
       await this.writeStatus(id, (spec) => {
         spec.status = statusText;
         spec.error = result.kind === 'retry' && result.message ? result.message : '';

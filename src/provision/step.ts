@@ -48,7 +48,15 @@ export interface StepContext {
   /** Talos join config delivered as NoCloud user-data (secret: never log it). */
   joinConfig: string;
   log: Logger;
+  /** Aborted when the controller stops, or when the request starts tearing down while the step runs. */
   signal?: AbortSignal | undefined;
+  /**
+   * Writes the private state as `state` holds it now (the step annotation is not changed) and resolves once Omni
+   * stored it. Steps call it before and right after a Proxmox write whose outcome must survive a failure of the
+   * step or a crash (write-ahead intent): what is checkpointed stays recorded even if the step then fails.
+   * Rejects when the write failed; a step must then not make the Proxmox write it was about to record.
+   */
+  checkpoint(): Promise<void>;
 }
 
 export type StepResult =

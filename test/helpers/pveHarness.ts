@@ -110,7 +110,13 @@ export async function runSteps(
   provisioner: ProxmoxProvisioner,
   req: ProvisionRequest,
   state: MachineState = emptyMachineState(),
-  opts: { maxRetries?: number; from?: string } = {},
+  opts: {
+    maxRetries?: number;
+    from?: string;
+    /** Called with the state whenever a step checkpoints it (the controller's write to Omni); steps work on `state`. */
+    checkpoint?: (state: MachineState) => void | Promise<void>;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<MachineState> {
   const clock = simClockOf.get(provisioner);
   const sleep = (ms: number) => (clock ? clock.sleep(ms) : new Promise((r) => setTimeout(r, ms)));
@@ -118,7 +124,16 @@ export async function runSteps(
   for (const step of provisioner.steps) {
     if (!started && step.name !== opts.from) continue;
     started = true;
-    const ctx: StepContext = { request: req, state, joinConfig: JOIN_CONFIG, log: silentLogger };
+    const ctx: StepContext = {
+      request: req,
+      state,
+      joinConfig: JOIN_CONFIG,
+      log: silentLogger,
+      signal: opts.signal,
+      checkpoint: async () => {
+        await opts.checkpoint?.(state);
+      },
+    };
     for (let attempt = 0; ; attempt++) {
       let result;
       try {
