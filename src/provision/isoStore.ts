@@ -17,6 +17,20 @@ export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
     .sort((a, b) => Number(b.shared) - Number(a.shared) || (a.storage < b.storage ? -1 : a.storage > b.storage ? 1 : 0));
 }
 
+export interface DownloadOptions {
+  node: string;
+  storage: string;
+  url: string;
+  filename: string;
+  attempts: number;
+  log: Logger;
+  signal?: AbortSignal | undefined;
+  /** Before each download-url call this one starts (write-ahead record); a rejection stops the download. */
+  onStarting?: () => Promise<void>;
+  /** The download task's UPID, as soon as Proxmox answered. */
+  onStarted?: (upid: string) => Promise<void>;
+}
+
 export class IsoStore {
   /** In-flight downloads by storage (+ node for local storage) and file name. */
   readonly #downloads = new Map<string, Promise<string>>();
@@ -43,16 +57,12 @@ export class IsoStore {
     return content.some((c) => c.volid === volid);
   }
 
-  /** Returns the volume ID of `filename` on `storage`, downloading it first if it is not there yet. */
-  async ensureDownloaded(opts: {
-    node: string;
-    storage: string;
-    url: string;
-    filename: string;
-    attempts: number;
-    log: Logger;
-    signal?: AbortSignal | undefined;
-  }): Promise<string> {
+  /**
+   * Returns the volume ID of `filename` on `storage`, downloading it first if it is not there yet. When this call
+   * starts a download (not when it joins one in flight), `onStarting` runs before each `download-url` call (a
+   * rejection means the call is not made) and `onStarted` with its UPID as soon as Proxmox answered.
+   */
+  async ensureDownloaded(opts: DownloadOptions): Promise<string> {
     const volid = `${opts.storage}:iso/${opts.filename}`;
     if (await this.#hasVolume(opts.node, opts.storage, volid)) return volid;
     const shared = (await this.pve.storageList(opts.node, { content: 'iso' })).find((s) => s.storage === opts.storage)?.shared;
@@ -67,15 +77,14 @@ export class IsoStore {
     return inFlight;
   }
 
-  async #download(
-    opts: { node: string; storage: string; url: string; filename: string; attempts: number; log: Logger; signal?: AbortSignal | undefined },
-    volid: string,
-  ): Promise<string> {
+  async #download(opts: DownloadOptions, volid: string): Promise<string> {
     let last: unknown;
     for (let attempt = 1; attempt <= opts.attempts; attempt++) {
       opts.log.info({ node: opts.node, storage: opts.storage, volume: volid, attempt }, 'downloading Talos ISO');
       try {
+        await opts.onStarting?.();
         const upid = await this.pve.downloadUrl(opts.node, opts.storage, { url: opts.url, filename: opts.filename, content: 'iso' });
+        await opts.onStarted?.(upid);
         await this.wait(upid, opts.signal);
         return volid;
       } catch (err) {
@@ -93,13 +102,17 @@ export class IsoStore {
     });
   }
 
-  /** Uploads a seed ISO (replacing an older one of the same name) and returns its volume ID. */
+  /**
+   * Uploads a seed ISO (replacing an older one of the same name) and returns its volume ID. `onStarted` gets the
+   * upload task's UPID as soon as Proxmox answered, before the wait for it.
+   */
   async uploadSeed(opts: {
     node: string;
     storage: string;
     filename: string;
     data: Buffer;
     signal?: AbortSignal | undefined;
+    onStarted?: (upid: string) => Promise<void>;
   }): Promise<string> {
     const volid = `${opts.storage}:iso/${opts.filename}`;
     const checksum = createHash('sha256').update(opts.data).digest('hex');
@@ -110,6 +123,7 @@ export class IsoStore {
       checksum,
       checksumAlgorithm: 'sha256',
     });
+    await opts.onStarted?.(upid);
     await this.wait(upid, opts.signal);
     return volid;
   }

@@ -8,6 +8,7 @@ import type { PveClient } from '../proxmox/client.js';
 import {
   isAuthError,
   isNodeUnreachable,
+  isNoSuchTask,
   isNotFound,
   isPermissionError,
   PveConnectionError,
@@ -17,7 +18,8 @@ import {
 } from '../proxmox/errors.js';
 import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
-import { waitForTask, type TaskResult, type WaitForTaskOptions } from '../proxmox/tasks.js';
+import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
+import { parseUpid } from '../proxmox/upid.js';
 import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { IsoStore } from './isoStore.js';
@@ -56,8 +58,65 @@ export interface ProxmoxProvisionerOptions {
   downloadAttempts?: number;
   /** Task polling overrides (tests use a fast schedule) and an observer of finished waits (metrics). */
   taskWait?: Pick<WaitForTaskOptions, 'pollSchedule' | 'clock' | 'onFinished'>;
-  /** How long to wait for unidentified VMs in `lock: create` before concluding ours does not exist (default 60 s). */
+  /**
+   * How long to wait for a create whose outcome is not visible yet (default 60 s): unidentified VMs in `lock: create`
+   * before concluding ours does not exist; a recorded create whose answer was lost before concluding it never took
+   * effect; in a teardown, this request's own create (and seed upload) task before it is stopped.
+   */
   pendingCreateWaitMs?: number;
+}
+
+/** A VMID this request recorded (the confirmed VM, or the write-ahead intent of a create) and where to look for it. */
+interface RecordedVm {
+  vmid: number;
+  node: string;
+  /** Field 11 (a VM Proxmox confirmed once): gone means gone. Otherwise a create intent, which may still appear. */
+  confirmed: boolean;
+  /** The UPID of the create call that made it, when recorded (field 7 naming a `qmcreate` of this VMID). */
+  upid: string | undefined;
+}
+
+/** What one look at a recorded VMID found. */
+type VmLook =
+  /** A VM with our SMBIOS UUID (our name for states without a UUID), its config readable. */
+  | { kind: 'ours'; node: string }
+  /** A VM carrying another identity: someone else's, never touched. */
+  | { kind: 'foreign'; node: string }
+  /** A VM still in `lock: create` (not identifiable yet), or our recorded create task still running. */
+  | { kind: 'creating'; node: string; taskRunning: boolean | undefined }
+  /** No VM there, and the recorded create task has ended: none will appear. */
+  | { kind: 'absent' }
+  /** No VM there and no create task recorded: a create whose answer was lost may still take effect. */
+  | { kind: 'unknown' };
+
+/** The UPID in field 7 when it is the create task of `vmid` (field 7 keeps the last create's UPID). */
+function createTaskOf(state: MachineState, vmid: number): string | undefined {
+  if (!state.vmCreateTask) return undefined;
+  try {
+    const upid = parseUpid(state.vmCreateTask);
+    return upid.type === 'qmcreate' && upid.id === String(vmid) ? state.vmCreateTask : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function clearCreateIntent(state: MachineState): void {
+  state.createVmid = 0;
+  state.createNode = '';
+}
+
+/**
+ * Whether a failed create call may still have created the VM: the answer was lost, or a proxy (not the node) answered
+ * 502/503/504/59x. A refusal by Proxmox itself (4xx, a 500 with Proxmox's message, 595 = node not reached) did not.
+ */
+export function createMayHaveHappened(err: unknown): boolean {
+  if (err instanceof PveConnectionError) return err.mayHaveExecuted;
+  if (err instanceof PveError) {
+    if (err.status < 500 || err.status === 595 || err.status === 501) return false;
+    if (err.status === 500) return err.statusText === 'Internal Server Error';
+    return true;
+  }
+  return true;
 }
 
 /** Turns what Proxmox and the planners throw into a StepFailure the operator can act on. */
@@ -113,6 +172,9 @@ export class ProxmoxProvisioner implements Provisioner {
   #createChain: Promise<unknown> = Promise.resolve();
   /** When each request first saw unidentified pending creates (bounded wait). */
   readonly #pendingSince = new Map<string, number>();
+  /** When this process first saw a recorded create (`request/vmid`) unresolved: the bound of its waits. */
+  readonly #unresolvedSince = new Map<string, number>();
+  readonly #clock: TaskWaitClock;
 
   constructor(opts: ProxmoxProvisionerOptions) {
     this.#opts = opts;
@@ -121,6 +183,19 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
     this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
+    this.#clock = opts.taskWait?.clock ?? {
+      now: () => Date.now(),
+      sleep: (ms, signal) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(done, ms);
+          signal?.addEventListener('abort', done, { once: true });
+          function done() {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', done);
+            resolve();
+          }
+        }),
+    };
     const step = (name: StepName, run: (ctx: StepContext) => Promise<StepResult>): Step => ({
       name,
       run: async (ctx) => {
@@ -149,7 +224,8 @@ export class ProxmoxProvisioner implements Provisioner {
     const { request, state } = ctx;
     const data = request.providerData;
     if (!state.uuid) state.uuid = randomUUID();
-    if (state.vmid) return done; // the VM exists; its node is where it is
+    // The VM exists, or a create of it is recorded: its node is where it is (or is being created).
+    if (state.vmid || state.createVmid) return done;
     // Before anything is downloaded or created: refuse (permanently, naming the field) what Proxmox would refuse.
     const checked = await validateRequest(this.#pve, request, ctx.log);
     const snapshots = await nodeSnapshots(this.#pve, {
@@ -188,6 +264,16 @@ export class ProxmoxProvisioner implements Provisioner {
     const { state } = ctx;
     this.#requireNode(state);
     const image = await this.#images.bootImage(state.schematic, state.talosVersion || ctx.request.talosVersion, this.#opts.arch ?? 'amd64');
+    if (state.volumeUploadTask) {
+      // A download this request started earlier (before a crash or a failed wait): let it finish instead of starting
+      // a second one of the same file. Its failure is not final: ensureDownloaded below looks and retries.
+      try {
+        await this.#wait(state.volumeUploadTask, ctx.signal);
+      } catch (err) {
+        if (!(err instanceof PveTaskError)) throw err;
+        ctx.log.warn({ err: err.message }, 'earlier Talos ISO download did not succeed');
+      }
+    }
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
     state.volumeId = await this.#isos.ensureDownloaded({
       node: state.node,
@@ -197,12 +283,22 @@ export class ProxmoxProvisioner implements Provisioner {
       attempts: this.#opts.downloadAttempts ?? 3,
       log: ctx.log,
       signal: ctx.signal,
+      // Record before writing: the storage before download-url is called, its UPID (field 6) once answered.
+      onStarting: () => ctx.checkpoint(),
+      onStarted: async (upid) => {
+        state.volumeUploadTask = upid;
+        await ctx.checkpoint();
+      },
     });
     state.volumeUploadTask = '';
     return done;
   }
 
-  /** Creates the VM, or adopts the one an earlier run created. Records the VMID only once Proxmox confirmed it. */
+  /**
+   * Creates the VM, or adopts the one an earlier run created. The create is recorded before it is sent (write-ahead
+   * intent: `create_vmid`, `create_node`, then the UPID in `vm_create_task`), so a retry, a restart or a teardown
+   * starts from that record. The VMID (field 11) is recorded only once Proxmox confirmed the VM.
+   */
   async syncVm(ctx: StepContext): Promise<StepResult> {
     const { state, request } = ctx;
     this.#requireNode(state);
@@ -212,24 +308,57 @@ export class ProxmoxProvisioner implements Provisioner {
       return retryAfter(0);
     }
     if (state.vmid) {
-      const existing = await this.#findByVmid(state, request.id);
-      if (existing) {
+      const look = await this.#look(this.#recorded(state, 'confirmed'), state, request.id);
+      if (look.kind === 'ours') {
+        state.node = look.node;
+        if (state.createVmid === state.vmid) clearCreateIntent(state);
         this.ledger.release(request.id);
         return done;
       }
-      ctx.log.warn({ vmid: state.vmid }, 'recorded VM no longer exists in Proxmox; creating it again');
+      if (look.kind === 'creating') {
+        return retryAfter(2_000, `VM ${state.vmid} on node ${look.node} is still being created; waiting for Proxmox to finish it`);
+      }
+      if (look.kind === 'foreign') {
+        ctx.log.warn({ vmid: state.vmid, node: look.node }, 'VMID now belongs to a VM that is not ours; leaving it alone and creating ours again');
+      } else {
+        ctx.log.warn({ vmid: state.vmid }, 'recorded VM no longer exists in Proxmox; creating it again');
+      }
+      if (state.createVmid === state.vmid) clearCreateIntent(state);
       state.vmid = 0;
     }
-    if (state.vmCreateTask) {
-      // A create of ours was in flight when we last stopped: its outcome decides.
-      const upid = state.vmCreateTask;
-      state.vmCreateTask = '';
-      try {
-        await this.#wait(upid, ctx.signal);
-      } catch (err) {
-        if (!(err instanceof PveTaskError)) throw err;
-        ctx.log.warn({ err: err.message }, 'earlier create task did not succeed');
+    if (state.createVmid) {
+      // A create of ours was recorded but its outcome never confirmed (lost answer, failed task wait, crash, abort).
+      const vmid = state.createVmid;
+      const look = await this.#look(this.#recorded(state, 'intent'), state, request.id);
+      switch (look.kind) {
+        case 'ours':
+          ctx.log.info({ vmid, node: look.node }, 'adopting existing VM');
+          this.#unresolvedSince.delete(`${request.id}/${vmid}`);
+          clearCreateIntent(state);
+          state.vmid = vmid;
+          state.node = look.node;
+          this.ledger.release(request.id);
+          return done;
+        case 'creating':
+          return retryAfter(2_000, `VM ${vmid} (this request's create on node ${look.node}) is still being created; waiting for Proxmox to finish it`);
+        case 'unknown':
+          if (!this.#waitedLongEnough(request.id, vmid)) {
+            return retryAfter(
+              2_000,
+              `the answer to this request's create of VM ${vmid} was lost and no VM is there yet; waiting before creating it again`,
+            );
+          }
+          ctx.log.warn({ vmid }, 'the create whose answer was lost never took effect; creating the VM again');
+          break;
+        case 'foreign':
+          ctx.log.warn({ vmid, node: look.node }, 'the VMID recorded for our create belongs to a VM that is not ours; leaving it alone');
+          break;
+        case 'absent':
+          ctx.log.info({ vmid }, 'the earlier create did not produce a VM; creating it again');
+          break;
       }
+      this.#unresolvedSince.delete(`${request.id}/${vmid}`);
+      clearCreateIntent(state);
     }
     const found = await findRequestVm(this.#pve, request.id, state.uuid, { ignoreCreating: this.#creating });
     if (found.vm) {
@@ -241,6 +370,7 @@ export class ProxmoxProvisioner implements Provisioner {
       return done;
     }
     if (found.pending.length > 0) {
+      // Creates nobody recorded (another client, or a provider version without write-ahead intent).
       const since = this.#pendingSince.get(request.id) ?? Date.now();
       this.#pendingSince.set(request.id, since);
       if (Date.now() - since < (this.#opts.pendingCreateWaitMs ?? 60_000)) {
@@ -252,6 +382,7 @@ export class ProxmoxProvisioner implements Provisioner {
     const storages = await storageFacts(this.#pve, state.node);
     const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log));
     state.vmid = vmid;
+    clearCreateIntent(state);
     this.ledger.release(request.id);
     ctx.log.info({ vmid, node: state.node }, 'VM created');
     return done;
@@ -263,6 +394,7 @@ export class ProxmoxProvisioner implements Provisioner {
     let lastError: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       let vmid = 0;
+      let sent = false;
       let upid: string;
       // nextid + POST under one lock: the ID is not reserved until the create call wrote `lock: create`.
       const createCall = this.#createChain.then(async () => {
@@ -275,7 +407,14 @@ export class ProxmoxProvisioner implements Provisioner {
           isoVolid: state.volumeId,
           diskStorages,
         });
+        // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
+        // rejects here, and nothing is sent.
+        state.createVmid = vmid;
+        state.createNode = state.node;
+        state.vmCreateTask = '';
+        await ctx.checkpoint();
         this.#creating.add(vmid);
+        sent = true;
         return this.#pve.createVm(state.node, { ...params, vmid });
       });
       this.#createChain = createCall.catch(() => undefined);
@@ -283,32 +422,172 @@ export class ProxmoxProvisioner implements Provisioner {
         upid = await createCall;
       } catch (err) {
         this.#creating.delete(vmid);
-        if (err instanceof PveError && /already exists/i.test(err.statusText) && attempt < attempts) {
-          ctx.log.warn({ vmid, attempt }, 'VMID taken meanwhile; retrying with a new one');
-          lastError = err;
-          continue;
+        if (!sent) {
+          // Nothing was sent (nextid, the plan or the checkpoint failed). A recorded intent, if the write got through
+          // after all, names a VMID with no VM of ours: a later look settles it.
+          clearCreateIntent(state);
+          throw err;
         }
-        if (err instanceof PveConnectionError && err.mayHaveExecuted) {
-          // The create may have happened: find it on the next run instead of creating a second VM.
-          throw new StepFailure(`syncVM: answer to the create call was lost (${err.code}); will look for the VM before retrying`, {
+        if (err instanceof PveError && /already exists/i.test(err.statusText)) {
+          // Someone else holds this VMID: it is not ours and must never be touched. Forget it, then try a fresh one.
+          clearCreateIntent(state);
+          await ctx.checkpoint();
+          if (attempt < attempts) {
+            ctx.log.warn({ vmid, attempt }, 'VMID taken meanwhile; retrying with a new one');
+            lastError = err;
+            continue;
+          }
+          throw err;
+        }
+        if (createMayHaveHappened(err)) {
+          // The create may have happened: the intent stays recorded, and the next run (or a teardown) looks at this
+          // VMID on this node before anything else. Never a second VM, never a forgotten one.
+          const why = err instanceof PveConnectionError ? err.code : err instanceof PveError ? `${err.status} ${err.statusText}` : String(err);
+          throw new StepFailure(`syncVM: the answer to the create call of VM ${vmid} was lost (${why}); will look for the VM before retrying`, {
             transient: true,
             cause: err,
           });
         }
+        // Proxmox refused the create: no VM of ours exists at that VMID. Recorded as such when Omni can be reached
+        // (otherwise the record is settled by a look later).
+        clearCreateIntent(state);
+        await ctx.checkpoint().catch(() => undefined);
         throw err;
       }
-      state.vmCreateTask = upid;
       try {
+        // The UPID is recorded (and kept once the VM exists): a teardown or restart waits for exactly this task.
+        state.vmCreateTask = upid;
+        await ctx.checkpoint();
         await this.#wait(upid, ctx.signal);
       } finally {
         this.#creating.delete(vmid);
       }
-      state.vmCreateTask = '';
       const config = await readConfig(this.#pve, state.node, vmid);
       if (!config) throw new StepFailure(`syncVM: VM ${vmid} vanished right after its create task succeeded`, { transient: true });
       return vmid;
     }
     throw lastError instanceof Error ? lastError : new Error('VM create failed');
+  }
+
+  /** The confirmed VM (field 11) or the create intent, with the UPID of its create when field 7 names it. */
+  #recorded(state: MachineState, which: 'confirmed' | 'intent'): RecordedVm {
+    const vmid = which === 'confirmed' ? state.vmid : state.createVmid;
+    const node = (which === 'intent' && state.createNode) || state.node;
+    return { vmid, node, confirmed: which === 'confirmed', upid: createTaskOf(state, vmid) };
+  }
+
+  /** Whether `upid` is still running; unknown (node unreachable) counts as running, a forgotten task as ended. */
+  async #taskRunning(upid: string): Promise<boolean> {
+    try {
+      return (await this.#pve.taskStatus(upid)).status === 'running';
+    } catch (err) {
+      if (isNoSuchTask(err)) return false;
+      if (err instanceof PveConnectionError || isNodeUnreachable(err) || (err instanceof PveError && [502, 503, 504].includes(err.status))) {
+        return true;
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * One look at a recorded VMID: where it is now (cluster-wide, it may have migrated), whether it is still being
+   * created, and whose it is once its config is readable (our SMBIOS UUID, or our name for a state without a UUID).
+   */
+  async #look(rec: RecordedVm, state: MachineState, requestId: string): Promise<VmLook> {
+    const located = await locateVm(this.#pve, rec.vmid);
+    const node = located?.node ?? rec.node;
+    const config = node ? await readConfig(this.#pve, node, rec.vmid) : undefined;
+    if (!config) {
+      if (rec.upid === undefined) return rec.confirmed ? { kind: 'absent' } : { kind: 'unknown' };
+      return (await this.#taskRunning(rec.upid)) ? { kind: 'creating', node, taskRunning: true } : { kind: 'absent' };
+    }
+    if (config.lock === 'create') {
+      return { kind: 'creating', node, taskRunning: rec.upid === undefined ? undefined : await this.#taskRunning(rec.upid) };
+    }
+    const ours = state.uuid ? smbiosUuidOf(config) === state.uuid.toLowerCase() : config.name === requestId;
+    return ours ? { kind: 'ours', node } : { kind: 'foreign', node };
+  }
+
+  /** True once this process has seen the create `request/vmid` unresolved for the pending-create bound. */
+  #waitedLongEnough(requestId: string, vmid: number): boolean {
+    const key = `${requestId}/${vmid}`;
+    const since = this.#unresolvedSince.get(key) ?? this.#clock.now();
+    this.#unresolvedSince.set(key, since);
+    return this.#clock.now() - since >= (this.#opts.pendingCreateWaitMs ?? 60_000);
+  }
+
+  /**
+   * For a teardown: settles a recorded VMID into ours / foreign / absent. A VM still being created is waited for
+   * (bounded by `pendingCreateWaitMs`): our own create task (by its recorded UPID) is then stopped; a VM that cannot be
+   * identified yet makes this throw, so the teardown is retried and the finalizer stays until it can be.
+   */
+  async #settleForTeardown(
+    rec: RecordedVm,
+    state: MachineState,
+    requestId: string,
+    log: Logger,
+    signal: AbortSignal | undefined,
+  ): Promise<{ kind: 'ours' | 'foreign'; node: string } | { kind: 'absent' }> {
+    const bound = this.#opts.pendingCreateWaitMs ?? 60_000;
+    const key = `${requestId}/${rec.vmid}`;
+    let announced = false;
+    let stopped = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      const look = await this.#look(rec, state, requestId);
+      if (look.kind === 'ours' || look.kind === 'foreign' || look.kind === 'absent') {
+        this.#unresolvedSince.delete(key);
+        return look;
+      }
+      const since = this.#unresolvedSince.get(key) ?? this.#clock.now();
+      this.#unresolvedSince.set(key, since);
+      const remaining = bound - (this.#clock.now() - since);
+      if (!announced) {
+        announced = true;
+        if (look.kind === 'creating') {
+          log.info({ vmid: rec.vmid, node: look.node, task: rec.upid }, 'VM of this request is still being created; waiting for it before deleting it');
+        } else {
+          log.info({ vmid: rec.vmid, node: rec.node }, 'create of this request whose answer was lost; waiting to see whether its VM appears');
+        }
+      }
+      if (remaining <= 0) {
+        if (look.kind === 'unknown') {
+          log.info({ vmid: rec.vmid }, 'no VM appeared at the VMID of the create whose answer was lost; it never took effect');
+          this.#unresolvedSince.delete(key);
+          return { kind: 'absent' };
+        }
+        if (rec.upid !== undefined && look.taskRunning === true && !stopped) {
+          // Our own create (by its recorded UPID), still running after the bound: stop it. Proxmox then removes the
+          // half-created VM, or leaves it for the next look to identify and delete.
+          stopped = true;
+          log.warn({ vmid: rec.vmid, node: look.node, waitedMs: bound }, 'create task of this request did not finish; stopping it');
+          try {
+            await this.#pve.stopTask(rec.upid);
+            await this.#wait(rec.upid, signal).catch((err: unknown) => {
+              if (signal?.aborted) throw err;
+            });
+          } catch (err) {
+            if (signal?.aborted) throw err;
+            log.warn({ err: err instanceof Error ? err.message : String(err) }, 'stopping the create task failed');
+          }
+          continue;
+        }
+        throw new Error(
+          `VM ${rec.vmid} on node ${look.node} is still being created (lock: create) and cannot be identified yet; ` +
+            'the machine request is released only once it is known whether that VM is ours',
+        );
+      }
+      if (look.kind === 'creating' && rec.upid !== undefined && look.taskRunning !== false) {
+        try {
+          await waitForTask(this.#pve, rec.upid, { ...this.#opts.taskWait, signal, logger: this.#log, deadlineMs: remaining });
+        } catch (err) {
+          if (signal?.aborted) throw err;
+          // Failed, vanished or still running: the next look tells what is there.
+        }
+      } else {
+        await this.#clock.sleep(Math.min(1_000, remaining), signal);
+      }
+    }
   }
 
   /** The VM of this state if it still exists and is ours (same SMBIOS UUID); updates `state.node` if it moved. */
@@ -346,13 +625,24 @@ export class ProxmoxProvisioner implements Provisioner {
       instanceId: state.uuid || request.id,
       ...(hostnameMode === 'request-id' ? { hostname: request.id } : {}),
     });
+    // Record before writing: the seed volume and its node before the upload, the upload's UPID once answered.
+    const filename = seedIsoFileName(request.id);
+    state.seedVolume = `${state.isoStorage}:iso/${filename}`;
+    state.seedNode = state.node;
+    state.seedUploadTask = '';
+    await ctx.checkpoint();
     state.seedVolume = await this.#isos.uploadSeed({
       node: state.node,
       storage: state.isoStorage,
-      filename: seedIsoFileName(request.id),
+      filename,
       data: seed,
       signal: ctx.signal,
+      onStarted: async (upid) => {
+        state.seedUploadTask = upid;
+        await ctx.checkpoint();
+      },
     });
+    state.seedUploadTask = '';
 
     const desired = formatPropertyString({ file: state.seedVolume, media: 'cdrom' }, formats.ide);
     const config = await this.#pve.vmConfig(state.node, state.vmid);
@@ -377,34 +667,68 @@ export class ProxmoxProvisioner implements Provisioner {
     return done;
   }
 
+  /**
+   * Removes what the request's record names: the confirmed VM (field 11), the VM of a recorded create (write-ahead
+   * intent, waited for while Proxmox is still creating it), any VM carrying our name and SMBIOS UUID, and the seed
+   * ISO (after its recorded upload finished). VMs that turn out to carry another identity are never touched. Throws
+   * while a VM that may be ours cannot be identified yet: the caller keeps the finalizer and retries.
+   */
   async deprovision(ctx: DeprovisionContext): Promise<void> {
     const { state, requestId, log } = ctx;
     this.ledger.release(requestId);
-    let target: { vmid: number; node: string } | undefined;
+    this.#pendingSince.delete(requestId);
+    const targets = new Map<number, string>();
     let recordedVmIsOurs = false;
-    if (state.vmid) {
-      const found = await this.#findByVmid(state, requestId);
-      if (found) {
-        target = { vmid: state.vmid, node: found.node };
-        recordedVmIsOurs = true;
+    const recorded: RecordedVm[] = [];
+    if (state.vmid) recorded.push(this.#recorded(state, 'confirmed'));
+    if (state.createVmid && state.createVmid !== state.vmid) recorded.push(this.#recorded(state, 'intent'));
+    for (const rec of recorded) {
+      const settled = await this.#settleForTeardown(rec, state, requestId, log, ctx.signal);
+      if (settled.kind === 'ours') {
+        targets.set(rec.vmid, settled.node);
+        if (rec.vmid === state.vmid) recordedVmIsOurs = true;
+      } else if (settled.kind === 'foreign') {
+        log.warn({ vmid: rec.vmid, node: settled.node }, 'VMID now belongs to a VM that is not ours; leaving it alone');
       }
     }
-    if (!target && state.uuid) {
-      // No VMID recorded (crash between create and checkpoint) or it was reused: look by name + SMBIOS UUID.
+    if (state.uuid) {
+      // Also by name + SMBIOS UUID: a VM of ours nothing recorded (a provider version without write-ahead intent).
       const found = await findRequestVm(this.#pve, requestId, state.uuid);
-      if (found.vm) target = { vmid: found.vm.vmid, node: found.vm.node };
+      if (found.vm && !targets.has(found.vm.vmid)) targets.set(found.vm.vmid, found.vm.node);
     }
-    if (target) {
-      await this.#destroyVm(target.node, target.vmid, log, ctx.signal);
-    } else {
-      log.info({ vmid: state.vmid || undefined }, 'no VM of this request exists; nothing to delete');
+    for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
+    if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
+
+    if (state.seedUploadTask) {
+      // Our seed upload may still be running: the file must not appear after it was removed.
+      await this.#finishOrStop(state.seedUploadTask, log, ctx.signal);
     }
-    await this.#isos.removeSeeds({
-      nodeHint: target?.node ?? state.node,
-      storage: state.isoStorage,
-      // The Go provider named seeds after the VMID: remove that one only when that VMID was verifiably ours.
-      names: [seedIsoFileName(requestId), ...(recordedVmIsOurs ? [`user-data-${state.vmid}.iso`] : [])],
-      log,
+    const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
+    const nodeHint = state.seedNode || vmNode || state.node;
+    const names = [seedIsoFileName(requestId), ...(recordedVmIsOurs ? [`user-data-${state.vmid}.iso`] : [])];
+    const seed = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
+    if (seed && seed[1] !== state.isoStorage) {
+      await this.#isos.removeSeeds({ nodeHint, storage: seed[1]!, names: [seed[2]!], log });
+    } else if (seed && !names.includes(seed[2]!)) {
+      names.push(seed[2]!);
+    }
+    // The Go provider named seeds after the VMID: that one is removed only when that VMID was verifiably ours.
+    await this.#isos.removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
+  }
+
+  /** Waits for a task of ours (bounded by `pendingCreateWaitMs`), then stops it if it still runs. */
+  async #finishOrStop(upid: string, log: Logger, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, logger: this.#log, deadlineMs: this.#opts.pendingCreateWaitMs ?? 60_000 });
+      return;
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      if (!(err instanceof PveTaskTimeoutError)) return; // failed or forgotten: it writes nothing more
+    }
+    log.warn({ task: upid }, 'task of this request did not finish; stopping it');
+    await this.#pve.stopTask(upid);
+    await this.#wait(upid, signal).catch((err: unknown) => {
+      if (signal?.aborted) throw err;
     });
   }
 

@@ -1,0 +1,215 @@
+// Write-ahead intent (issue 8): what the steps record before they write to Proxmox, and how deprovision and a later
+// syncVM settle a create or a seed upload whose outcome was never confirmed. Against the simulator over HTTPS; the
+// controller's checkpoint is stood in for by a copy of the state taken at each checkpoint (what Omni would hold).
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/log.js';
+import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
+import { basicData, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+
+let h: PveHarness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+const CREATE_ROUTE = '/nodes/{node}/qemu';
+
+/** Runs the steps until the first checkpoint for which `stopAt` holds, then aborts them; returns what was persisted. */
+async function runUntilCheckpoint(
+  harness: PveHarness,
+  id: string,
+  stopAt: (s: MachineState) => boolean,
+  opts: { from?: string; state?: MachineState } = {},
+): Promise<{ persisted: MachineState; error: unknown }> {
+  const abort = new AbortController();
+  let persisted: MachineState | undefined;
+  const error = await runSteps(harness.provisioner, request(id, basicData), opts.state ?? emptyMachineState(), {
+    maxRetries: 0,
+    signal: abort.signal,
+    ...(opts.from ? { from: opts.from } : {}),
+    checkpoint: (s) => {
+      persisted = structuredClone(s);
+      if (stopAt(s)) abort.abort(new Error('stopped by the test'));
+    },
+  }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (persisted === undefined) throw new Error(`no checkpoint was made (the steps ended with ${String(error)})`);
+  return { persisted, error };
+}
+
+function ourVms(harness: PveHarness, id: string): number[] {
+  return [...harness.sim.state.vms.values()].filter((vm) => vm.config.get('name') === id).map((vm) => vm.vmid);
+}
+
+describe('write-ahead intent of the VM create', () => {
+  it('records node, VMID and SMBIOS UUID before the create call is sent, then its UPID; the UPID is kept once the VM exists', async () => {
+    h = await startPveHarness();
+    const harness = h;
+    const checkpoints: Array<{ state: MachineState; requestsBefore: number }> = [];
+    const state = await runSteps(harness.provisioner, request('req-intent', basicData), emptyMachineState(), {
+      checkpoint: (s) => {
+        checkpoints.push({ state: structuredClone(s), requestsBefore: harness.sim.requests.length });
+      },
+    });
+    const post = harness.sim.requests.findIndex((r) => r.method === 'POST' && r.route === CREATE_ROUTE);
+    expect(post).toBeGreaterThan(0);
+    const before = checkpoints.filter((c) => c.requestsBefore <= post).at(-1);
+    expect(before?.state).toMatchObject({ createVmid: state.vmid, createNode: state.node, uuid: state.uuid, vmid: 0, vmCreateTask: '' });
+    const answered = checkpoints.find((c) => c.requestsBefore > post && c.state.vmCreateTask !== '');
+    expect(answered?.state.vmCreateTask).toMatch(new RegExp(`^UPID:${state.node}:.*:qmcreate:${state.vmid}:`));
+    expect(answered?.state.vmid).toBe(0);
+    // Confirmed: field 11 holds the VMID, the intent is settled, field 7 still names the create.
+    expect(state).toMatchObject({ createVmid: 0, createNode: '', vmCreateTask: answered?.state.vmCreateTask });
+    expect(harness.sim.vm(state.vmid)?.config.name).toBe('req-intent');
+  });
+
+  it('a teardown waits for our create task (recorded UPID), stops it after the bound, and nothing is left', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 2_000 } });
+    h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
+    const { persisted } = await runUntilCheckpoint(h, 'req-stuck-create', (s) => s.vmCreateTask !== '');
+    expect(persisted.vmid).toBe(0);
+    const vmid = persisted.createVmid;
+    expect(h.sim.vm(vmid)?.config.lock).toBe('create');
+
+    await h.provisioner.deprovision({ requestId: 'req-stuck-create', state: persisted, log: silentLogger });
+    expect(h.sim.vm(vmid)).toBeUndefined();
+    const [task] = h.sim.tasks({ type: 'qmcreate' });
+    expect(task?.exitstatus).toBe('received interrupt');
+    await h.sim.settle();
+    expect(ourVms(h, 'req-stuck-create')).toEqual([]);
+  });
+
+  it('a teardown waits for a VM in lock: create whose create answer was lost (no UPID), then deletes it once it is ours', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 60_000 } });
+    const harness = h;
+    harness.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
+    harness.sim.faults.onRequest({ method: 'POST', route: CREATE_ROUTE }, { kind: 'lostResponse', mode: 'error', status: 503 });
+    const { persisted, error } = await runUntilCheckpoint(harness, 'req-lost-503', () => false);
+    expect(String(error)).toMatch(/syncVM: the answer to the create call of VM \d+ was lost \(503/);
+    expect(persisted.vmCreateTask).toBe('');
+    const vmid = persisted.createVmid;
+    expect(harness.sim.vm(vmid)?.config.lock).toBe('create');
+
+    // Proxmox finishes the create once the teardown has looked at the VM at least once.
+    let looks = 0;
+    const unsubscribe = harness.sim.onChange(() => {
+      const last = harness.sim.requests.at(-1);
+      if (last?.method === 'GET' && last.path.endsWith(`/qemu/${vmid}/config`) && ++looks === 2) harness.sim.releaseStuckTasks({ type: 'qmcreate' });
+    });
+    try {
+      await harness.provisioner.deprovision({ requestId: 'req-lost-503', state: persisted, log: silentLogger });
+    } finally {
+      unsubscribe();
+    }
+    expect(looks).toBeGreaterThanOrEqual(2);
+    expect(harness.sim.vm(vmid)).toBeUndefined();
+    expect(harness.sim.tasks({ type: 'qmcreate' })).toHaveLength(1);
+    expect(harness.sim.tasks({ type: 'qmdestroy', vmid })).toHaveLength(1);
+  });
+
+  it('a teardown keeps the request while a VM it cannot identify yet sits at the recorded VMID (it throws, to be retried)', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 2_000 } });
+    h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
+    h.sim.faults.onRequest({ method: 'POST', route: CREATE_ROUTE }, { kind: 'lostResponse', mode: 'reset' });
+    const { persisted } = await runUntilCheckpoint(h, 'req-unidentified', () => false);
+    const vmid = persisted.createVmid;
+    await expect(h.provisioner.deprovision({ requestId: 'req-unidentified', state: persisted, log: silentLogger })).rejects.toThrow(
+      new RegExp(`VM ${vmid} on node pve\\d is still being created \\(lock: create\\) and cannot be identified yet`),
+    );
+    expect(h.sim.vm(vmid)?.config.lock).toBe('create');
+    // Once Proxmox finished it, the retried teardown identifies it as ours and deletes it.
+    h.sim.releaseStuckTasks({ type: 'qmcreate' });
+    await h.provisioner.deprovision({ requestId: 'req-unidentified', state: persisted, log: silentLogger });
+    expect(h.sim.vm(vmid)).toBeUndefined();
+  });
+
+  it('a VM that took the recorded VMID after our create failed is left alone, by a teardown and by the next syncVM', async () => {
+    h = await startPveHarness();
+    // Answered 503 without being applied: the VMID stays free.
+    h.sim.faults.onRequest({ method: 'POST', route: CREATE_ROUTE }, { kind: 'httpError', status: 503, reason: 'Service Unavailable' });
+    const { persisted } = await runUntilCheckpoint(h, 'req-foreign', () => false);
+    const vmid = persisted.createVmid;
+    expect(vmid).toBeGreaterThan(0);
+    expect(h.sim.vm(vmid)).toBeUndefined();
+    const stranger = h.sim.externalCreateVm({ vmid, node: persisted.createNode, name: 'someone-else' });
+    await h.sim.settle();
+    const strangerConfig = { ...h.sim.vm(stranger)!.config };
+    const untouched = () => {
+      expect(h!.sim.vm(stranger)?.config).toEqual(strangerConfig);
+      expect(h!.sim.requests.filter((r) => r.method !== 'GET' && r.path.includes(`/qemu/${stranger}`))).toEqual([]);
+    };
+
+    await h.provisioner.deprovision({ requestId: 'req-foreign', state: structuredClone(persisted), log: silentLogger });
+    untouched();
+
+    // Provisioning goes on instead: the intent is dropped (never adopted), our VM gets another VMID.
+    const state = await runSteps(h.provisioner, request('req-foreign', basicData), structuredClone(persisted), { from: 'syncVM' });
+    expect(state.vmid).not.toBe(vmid);
+    expect(h.sim.vm(state.vmid)?.config.name).toBe('req-foreign');
+    untouched();
+    await h.provisioner.deprovision({ requestId: 'req-foreign', state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    untouched();
+  });
+
+  it('a confirmed VM that is gone is not waited for (only a create whose answer was lost is)', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 10 * 60_000 } });
+    const state = await runSteps(h.provisioner, request('req-gone-confirmed', basicData));
+    h.sim.externalDeleteVm(state.vmid);
+    const looksBefore = h.sim.requests.length;
+    await h.provisioner.deprovision({ requestId: 'req-gone-confirmed', state, log: silentLogger });
+    const looks = h.sim.requests.slice(looksBefore).filter((r) => r.path.endsWith(`/qemu/${state.vmid}/config`));
+    expect(looks).toHaveLength(1);
+  });
+
+  it('a refused create (VMID taken meanwhile) clears the intent before the next VMID is recorded', async () => {
+    h = await startPveHarness();
+    h.sim.grabVmidAfterNextId();
+    const intents: number[] = [];
+    const state = await runSteps(h.provisioner, request('req-refused', basicData), emptyMachineState(), {
+      checkpoint: (s) => {
+        if (intents.at(-1) !== s.createVmid) intents.push(s.createVmid);
+      },
+    });
+    // Nothing recorded (uploadISO), the first VMID recorded, cleared when Proxmox said it exists, the next one
+    // recorded, then settled (the VM confirmed).
+    expect(intents).toEqual([0, expect.any(Number), 0, state.vmid, 0]);
+    expect(intents[1]).not.toBe(state.vmid);
+    expect(h.sim.vm(intents[1]!)?.config.name).not.toBe('req-refused');
+  });
+});
+
+describe('write-ahead record of the seed upload', () => {
+  it('records the seed volume and node before the upload and its UPID after; a teardown lets it finish (bounded) and removes the seed', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 2_000 } });
+    h.sim.faults.onTask({ type: 'imgcopy' }, { kind: 'stuck' }, { times: Infinity });
+    const harness = h;
+    let uploadsBeforeRecord = -1;
+    const abort = new AbortController();
+    let persisted: MachineState | undefined;
+    await runSteps(harness.provisioner, request('req-seed', basicData), emptyMachineState(), {
+      maxRetries: 0,
+      signal: abort.signal,
+      checkpoint: (s) => {
+        persisted = structuredClone(s);
+        if (s.seedVolume !== '' && uploadsBeforeRecord < 0) {
+          uploadsBeforeRecord = harness.sim.requests.filter((r) => r.route === '/nodes/{node}/storage/{storage}/upload').length;
+        }
+        if (s.seedUploadTask !== '') abort.abort(new Error('stopped by the test'));
+      },
+    }).catch(() => undefined);
+    expect(uploadsBeforeRecord).toBe(0);
+    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed.iso', seedNode: persisted!.node });
+    expect(persisted!.seedUploadTask).toMatch(/^UPID:.*:imgcopy:/);
+
+    await harness.provisioner.deprovision({ requestId: 'req-seed', state: persisted!, log: silentLogger });
+    // The upload was stopped before the seed was looked for: it can no longer appear.
+    harness.sim.releaseStuckTasks({ type: 'imgcopy' });
+    await harness.sim.settle();
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain('nfs-iso:iso/omni-seed-req-seed.iso');
+    expect(harness.sim.tasks({ type: 'imgcopy' })[0]?.exitstatus).toBe('received interrupt');
+    expect(ourVms(harness, 'req-seed')).toEqual([]);
+  });
+});
