@@ -441,7 +441,9 @@ function cpuTypeError(value: string): ProviderDataError {
   } catch (err) {
     detail = err instanceof PropertyStringError ? err.detail.replace(/^format error\n/, '').replace(/\n/g, '; ') : String(err);
   }
-  return new ProviderDataError(`provider data: cpu_type: ${preview(value)} is not a valid Proxmox cpu value (${detail})`, 'cpu_type');
+  // eslint-disable-next-line no-control-regex
+  const safe = detail.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`).slice(0, 400);
+  return new ProviderDataError(`provider data: cpu_type: ${preview(value)} is not a valid Proxmox cpu value (${safe})`, 'cpu_type');
 }
 
 function article(type: string): string {

@@ -70,7 +70,8 @@ export async function validateRequest(pve: PveClient, request: ProvisionRequest,
     if (err instanceof ProviderDataError) throw new RequestRefused(err.message, err.field, err);
     throw err;
   }
-  const nodes = await pve.nodes();
+  // Proxmox lists nodes in hash order: sort them, so that messages and the node asked for CPU models are stable.
+  const nodes = (await pve.nodes()).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   const eligible = eligibleNodes(nodes, data);
   checkCapacity(data, eligible);
   await checkPciMappings(pve, data, eligible.map((n) => n.node));
@@ -99,6 +100,10 @@ function eligibleNodes(nodes: readonly NodeListEntry[], data: ProviderData): Nod
   return [...nodes];
 }
 
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 /** vCPUs and memory against what the nodes have, when every node the request may use reports it. */
 function checkCapacity(data: ProviderData, eligible: readonly NodeListEntry[]): void {
   const where = data.node !== undefined ? `node ${data.node} has` : 'the largest node this VM may use has';
@@ -110,7 +115,7 @@ function checkCapacity(data: ProviderData, eligible: readonly NodeListEntry[]): 
       const field = data.sockets > 1 ? 'sockets' : 'cores';
       refuse(
         field,
-        `${data.cores} cores × ${data.sockets} sockets = ${vcpus} vCPUs, but ${where} ${most} CPUs; ` +
+        `${plural(data.cores, 'core')} × ${plural(data.sockets, 'socket')} = ${vcpus} vCPUs, but ${where} ${most} CPUs; ` +
           `Proxmox refuses to start it ("MAX ${most} vcpus allowed per VM on this node")`,
       );
     }

@@ -165,3 +165,56 @@ describe('parseProviderData: rejections name the field', () => {
     expect(input).toEqual({ cores: 1, memory: 2048, disk_size: 5, storage_selector: 'true' });
   });
 });
+
+describe('issue 8 evidence: hostile or absurd values are refused when the data is parsed, naming the field', () => {
+  const BASE_OBJ = { cores: 2, memory: 4096, disk_size: 20, storage_selector: 'true' };
+  const refused = (extra: Record<string, unknown>): ProviderDataError => {
+    try {
+      validateProviderData({ ...BASE_OBJ, ...extra });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ProviderDataError);
+      return err as ProviderDataError;
+    }
+    throw new Error(`accepted ${JSON.stringify(extra)}`);
+  };
+
+  it.each([
+    [{ memory: 1e300 }, 'memory', "provider data: memory: 1e+300 exceeds the largest value Proxmox accepts (4194304 MiB: 4 TiB, the most qemu-server gives a VM (Memory.pm get_max_mem))"],
+    [{ cores: 2 ** 53 + 1 }, 'cores', "provider data: cores: 9007199254740992 exceeds the largest value Proxmox accepts (4096: QEMU's largest x86 machine (q35) takes 4096 vCPUs)"],
+    [{ sockets: 2 ** 63 }, 'sockets', 'provider data: sockets: 9223372036854776000 exceeds the largest value Proxmox accepts (4096: '],
+    [{ disk_size: 2 ** 64 }, 'disk_size', 'provider data: disk_size: 18446744073709552000 exceeds the largest value Proxmox accepts (131072 GiB: 128 TiB'],
+    [{ storage_selector: ',' }, 'storage_selector', 'provider data: storage_selector: storage selector `,` is not valid CEL at line 1, column 1'],
+    [{ storage_selector: '=' }, 'storage_selector', 'provider data: storage_selector: storage selector `=` is not valid CEL at line 1, column 1: Unexpected character: =; compare with =='],
+    [{ storage_selector: '\n' }, 'storage_selector', 'provider data: storage_selector: storage selector is empty'],
+    [{ storage_selector: '\0' }, 'storage_selector', 'provider data: storage_selector: "\\u0000" is not a valid storage selector'],
+    [{ storage_selector: `${'('.repeat(5000)}true${')'.repeat(5000)}` }, 'storage_selector', 'provider data: storage_selector: "(((((((((((((((((((((((((((((((((((((((("… is 10004 characters long; at most 4096 are allowed'],
+    [{ storage_selector: `${'('.repeat(251)}true${')'.repeat(251)}` }, 'storage_selector', 'provider data: storage_selector: storage selector `((((('],
+    [{ additional_disks: [{ disk_size: 5, storage_selector: 'name' }] }, 'additional_disks[0].storage_selector', 'provider data: additional_disks[0].storage_selector: storage selector `name` returns string, not bool'],
+    [{ pci_devices: [{ mapping: 'gpu', mdev: 'nvidia\u0000180' }] }, 'pci_devices[0].mdev', 'provider data: pci_devices[0].mdev: "nvidia\\u0000180" is not a valid mediated device type'],
+    [{ network_bridge: 'v'.repeat(70_000) }, 'network_bridge', 'provider data: network_bridge: "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"… is 70000 characters long; at most 15 are allowed (a bridge is a Linux network interface'],
+    [{ cpu_type: 'host,reported-model=EPYC' }, 'cpu_type', "provider data: cpu_type: \"host,reported-model=EPYC\" is not a valid Proxmox cpu value (Property 'reported-model' not allowed in VM-specific CPU config.)"],
+    [{ cpu_type: 'host,flags=+avx2' }, 'cpu_type', 'provider data: cpu_type: "host,flags=+avx2" is not a valid Proxmox cpu value (VM-specific CPU flags must be a subset of: aes, amd-no-ssb, amd-ssbd, hv-evmcs, hv-tlbflush, ibpb, md-clear, nested-virt, pcid, pdpe1gb, spec-ctrl, ssbd, virt-ssbd)'],
+    [{ cpu_type: 'host,flags=+vmx' }, 'cpu_type', 'provider data: cpu_type: "host,flags=+vmx" is not a valid Proxmox cpu value (VM-specific CPU flags must be a subset of:'],
+    [{ cores: 256 }, 'cores', "provider data: cores: 256 cores × 1 socket = 256 vCPUs; QEMU's pc (i440fx, the default) machine takes at most 255 (machine_type: q35 takes up to 4096)"],
+    [{ hugepages: '2MB' }, 'hugepages', 'provider data: hugepages: needs numa: true'],
+  ])('%j', (extra, field, message) => {
+    const err = refused(extra);
+    expect(err.field).toBe(field);
+    expect(err.message.startsWith(message), err.message).toBe(true);
+  });
+
+  it('a cpu model name is checked against the node (validateRequest), not here: unknown names pass the parse', () => {
+    expect(validateProviderData({ ...BASE_OBJ, cpu_type: 'Denverton' }).cpu_type).toBe('Denverton');
+  });
+
+  it('hugepages written without quotes (a YAML number) is accepted, by us and by the published schema', () => {
+    expect(parseProviderData(`${BASE}numa: true\nhugepages: 1024\n`).hugepages).toBe('1024');
+    expect(parseProviderData(`${BASE}numa: true\nhugepages: 2\n`).hugepages).toBe('2');
+    const published = new Ajv({ strict: true }).compile(JSON.parse(providerDataSchemaJson()) as Record<string, unknown>);
+    expect(published({ ...BASE_OBJ, hugepages: 1024 })).toBe(true);
+    expect(published({ ...BASE_OBJ, hugepages: 512 })).toBe(false);
+    expect(published({ ...BASE_OBJ, memory: 1e300 })).toBe(false);
+    expect(published({ ...BASE_OBJ, cpu_type: 'host,flags=+avx2' })).toBe(false);
+    expect(published({ ...BASE_OBJ, network_bridge: 'v'.repeat(16) })).toBe(false);
+  });
+});

@@ -1,0 +1,235 @@
+// The boundary values of every provider-data field, enumerated from the published schema: each value past a bound
+// (and each hostile string) is refused with a message that names the field, both where the controller parses the
+// request and where the first step validates it, and Proxmox hears nothing: the simulator sees no call at all.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { ProviderDataError } from '../../src/provision/errors.js';
+import { LIMITS } from '../../src/provision/limits.js';
+import { parseProviderData, providerDataSchema, validateProviderData, type ProviderData } from '../../src/provision/providerData.js';
+import { emptyMachineState } from '../../src/provision/machineState.js';
+import { RequestRefused } from '../../src/provision/validateRequest.js';
+import { writeCalls } from '../../src/sim/proxmox/index.js';
+import { silentLogger } from '../../src/log.js';
+import { JOIN_CONFIG, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+
+interface Leaf {
+  type?: string;
+  minimum?: number;
+  maximum?: number;
+  maxLength?: number;
+  pattern?: string;
+  enum?: readonly unknown[];
+  maxItems?: number;
+  items?: Leaf & { properties?: Record<string, Leaf> };
+  properties?: Record<string, Leaf>;
+}
+
+const BASE = { cores: 2, memory: 4096, disk_size: 20, storage_selector: 'name == "local-lvm"' };
+
+/** A valid value per field (list items included), so that a case changes exactly one thing. */
+const EXAMPLE: Record<string, unknown> = {
+  node: 'pve1',
+  allowed_nodes: 'pve1',
+  network_bridge: 'vmbr0',
+  bridge: 'vmbr1',
+  tags: 'talos',
+  pool: 'omni',
+  mapping: 'gpu-a100',
+  mdev: 'nvidia-180',
+  cpu_type: 'host',
+  description: 'talos',
+  storage_selector: 'true',
+  additional_disks: { disk_size: 10, storage_selector: 'true' },
+  additional_nics: { bridge: 'vmbr1' },
+  pci_devices: { mapping: 'gpu-a100' },
+};
+
+interface Case {
+  name: string;
+  field: string;
+  data: Record<string, unknown>;
+}
+
+/** Puts `value` at `field` (`additional_disks[0].disk_size`) of a copy of BASE. */
+function withValue(field: string, value: unknown): Record<string, unknown> {
+  const data: Record<string, unknown> = structuredClone(BASE);
+  const m = /^([a-z_]+)(?:\[0\](?:\.([a-z_]+))?)?$/.exec(field);
+  if (!m?.[1]) throw new Error(`bad field ${field}`);
+  const [, top, sub] = m;
+  if (field === top) data[top] = value;
+  else if (sub === undefined) data[top] = [value];
+  else data[top] = [{ ...(EXAMPLE[top] as object), [sub]: value }];
+  return data;
+}
+
+const show = (v: unknown): string => {
+  const s = typeof v === 'string' ? JSON.stringify(v) : String(v);
+  return s.length > 30 ? `${s.slice(0, 30)}… (${typeof v === 'string' ? v.length : ''} chars)` : s;
+};
+
+/** Strings that try to leave their property string or carry control bytes. */
+const HOSTILE = (ex: string): string[] => [`${ex},firewall=0`, `${ex}=x`, `${ex};x`, `${ex}\n`, `${ex}\0`, `${ex} x`, `${ex}/x`, ''];
+
+function leafCases(field: string, key: string, s: Leaf): Case[] {
+  const out: Case[] = [];
+  const add = (label: string, value: unknown): void => {
+    out.push({ name: `${field} = ${label}`, field, data: withValue(field, value) });
+  };
+  if (s.type === 'integer') {
+    const values = new Set<number>([s.minimum! - 1, s.maximum! + 1, 2 ** 53 + 1, 2 ** 63, 2 ** 64, 1e300, -1e300, 1.5]);
+    for (const v of values) add(show(v), v);
+    add('"1" (a string)', '1');
+  } else if (s.type === 'boolean') {
+    add('"yes"', 'yes');
+    add('1', 1);
+  } else if (s.enum) {
+    add('"bogus"', 'bogus');
+    add('512', 512);
+    add('"" (empty)', '');
+  } else if (s.type === 'string') {
+    add(`${s.maxLength! + 1} characters`, 'a'.repeat(s.maxLength! + 1));
+    add('70000 characters', 'a'.repeat(70_000));
+    const ex = String(EXAMPLE[key]);
+    if (key === 'storage_selector') {
+      // The evidence: each of these was compiled only at VM creation, after the ISO download.
+      for (const v of [',', '=', '\n', '\0', `${'('.repeat(5000)}true${')'.repeat(5000)}`, `${'('.repeat(300)}true${')'.repeat(300)}`, 'name', 'name == 1', 'x'])
+        add(show(v), v);
+    } else if (key === 'description') {
+      for (const v of [`${ex}\0`, `${ex}\x1b[31m`, `${ex}\r`]) add(show(v), v);
+    } else if (key === 'cpu_type') {
+      for (const v of ['host,flags=+avx2', 'host,flags=+vmx', 'host,reported-model=EPYC', 'host,args=-x', 'host,,', 'host\0', 'host\n', 'host flags']) add(show(v), v);
+    } else {
+      for (const v of HOSTILE(ex)) add(show(v), v);
+    }
+  }
+  return out;
+}
+
+function arrayCases(field: string, s: Leaf): Case[] {
+  const out: Case[] = [];
+  const ex = EXAMPLE[field];
+  const items = Array.from({ length: s.maxItems! + 1 }, (_, i) => (field === 'allowed_nodes' ? `pve${i + 1}` : ex));
+  out.push({ name: `${field} with ${s.maxItems! + 1} entries`, field, data: { ...BASE, [field]: items } });
+  out.push({ name: `${field} not a list`, field, data: { ...BASE, [field]: 'x' } });
+  return out;
+}
+
+function allCases(): Case[] {
+  const out: Case[] = [];
+  for (const [key, s] of Object.entries(providerDataSchema.properties as Record<string, Leaf>)) {
+    if (s.type === 'array') {
+      out.push(...arrayCases(key, s));
+      const items = s.items!;
+      if (items.properties) {
+        for (const [sub, ss] of Object.entries(items.properties)) out.push(...leafCases(`${key}[0].${sub}`, sub, ss));
+      } else {
+        out.push(...leafCases(`${key}[0]`, key, items));
+      }
+    } else {
+      out.push(...leafCases(key, key, s));
+    }
+  }
+  // Rules across fields.
+  out.push({ name: 'cores 256 on the default machine (pc takes 255 vCPUs)', field: 'cores', data: { ...BASE, cores: 256 } });
+  out.push({ name: 'cores 128 × sockets 2 on pc', field: 'sockets', data: { ...BASE, cores: 128, sockets: 2 } });
+  out.push({ name: 'cores 4096 × sockets 2 on q35', field: 'sockets', data: { ...BASE, machine_type: 'q35', cores: 4096, sockets: 2 } });
+  out.push({ name: 'hugepages without numa', field: 'hugepages', data: { ...BASE, hugepages: '1GB' } });
+  out.push({ name: 'pcie without q35', field: 'pci_devices[0].pcie', data: { ...BASE, pci_devices: [{ mapping: 'gpu-a100', pcie: true }] } });
+  out.push({ name: 'node outside allowed_nodes', field: 'node', data: { ...BASE, node: 'pve3', allowed_nodes: ['pve1'] } });
+  out.push({ name: 'an unknown key', field: 'corse', data: { ...BASE, corse: 2 } });
+  return out;
+}
+
+const CASES = allCases();
+
+let h: PveHarness;
+beforeAll(async () => {
+  h = await startPveHarness();
+});
+afterAll(async () => {
+  await h.close();
+});
+
+describe('every field is bounded in the published schema', () => {
+  it('integers have a maximum, strings a maxLength or an enum, lists a maxItems', () => {
+    const unbounded: string[] = [];
+    const visit = (path: string, s: Leaf): void => {
+      if (s.type === 'integer' && s.maximum === undefined) unbounded.push(path);
+      if (s.type === 'string' && s.maxLength === undefined && s.enum === undefined) unbounded.push(path);
+      if (s.type === 'array') {
+        if (s.maxItems === undefined) unbounded.push(path);
+        if (s.items?.properties) for (const [k, v] of Object.entries(s.items.properties)) visit(`${path}[].${k}`, v);
+        else if (s.items) visit(`${path}[]`, s.items);
+      }
+    };
+    for (const [k, v] of Object.entries(providerDataSchema.properties as Record<string, Leaf>)) visit(k, v);
+    expect(unbounded).toEqual([]);
+  });
+
+  it('the largest valid values pass', () => {
+    const max = (n: number) => 'a'.repeat(n);
+    expect(() =>
+      validateProviderData({
+        ...BASE,
+        machine_type: 'q35',
+        cores: 4096,
+        sockets: 1,
+        memory: LIMITS.memory.max,
+        disk_size: LIMITS.disk_size.max,
+        vlan: 4094,
+        node: max(LIMITS.node.max),
+        network_bridge: max(LIMITS.bridge.max),
+        tags: Array.from({ length: LIMITS.tags.max }, () => max(LIMITS.tag.max)),
+        pool: max(LIMITS.pool.max),
+        description: `${max(LIMITS.description.max - 2)}\n\t`,
+        cpu_type: 'host,flags=+aes;+nested-virt',
+        storage_selector: `${' '.repeat(LIMITS.storage_selector.max - 4)}true`,
+        additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
+        additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),
+        pci_devices: Array.from({ length: LIMITS.pci_devices.max }, () => ({ mapping: max(LIMITS.mapping.max), mdev: max(LIMITS.mdev.max) })),
+      }),
+    ).not.toThrow();
+    expect(validateProviderData({ ...BASE, cores: 255 }).cores).toBe(255);
+    expect(validateProviderData({ ...BASE, hugepages: 1024, numa: true }).hugepages).toBe('1024');
+  });
+});
+
+describe(`${CASES.length} values past a bound: refused, naming the field, with no call to Proxmox`, () => {
+  it.each(CASES.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    // Where the controller parses the MachineRequest (YAML as Omni stores it): stage FAILED, no step runs.
+    let parsed: unknown;
+    try {
+      parsed = parseProviderData(stringify(c.data));
+    } catch (err) {
+      parsed = err;
+    }
+    expect(parsed).toBeInstanceOf(ProviderDataError);
+    const pe = parsed as ProviderDataError;
+    expect(pe.field).toBe(c.field);
+    expect(pe.message.startsWith(`provider data: ${c.field}: `) || pe.message.startsWith(`provider data: unknown key "${c.field}"`), pe.message).toBe(true);
+    expect(pe.message.length).toBeLessThan(1200);
+    // eslint-disable-next-line no-control-regex
+    expect(pe.message).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f]/);
+
+    // Where the first step validates a request built by any other caller: refused before the first GET.
+    const before = h.sim.requests.length;
+    const step = h.provisioner.steps[0]!;
+    const err = await step
+      .run({
+        request: { id: 'req-bounds', talosVersion: 'v1.11.5', providerData: c.data as unknown as ProviderData },
+        state: emptyMachineState(),
+        joinConfig: JOIN_CONFIG,
+        log: silentLogger,
+        checkpoint: async () => {},
+      } as Parameters<typeof step.run>[0])
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(RequestRefused);
+    expect((err as RequestRefused).message).toBe(pe.message);
+    expect((err as RequestRefused).field).toBe(c.field);
+    expect(h.sim.requests.length).toBe(before);
+    expect(writeCalls(h.sim)).toEqual([]);
+  });
+});
