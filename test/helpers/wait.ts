@@ -147,7 +147,7 @@ export function storeChanges(store: CosiStore): Trigger {
 
 /** Every request the Proxmox simulator answered. */
 export function simChanges(sim: PveSim): Trigger {
-  return (wake) => sim.onChange(wake);
+  return (wake) => sim.onChange(() => wake());
 }
 
 /** Output, exit and the end of the output of a child process. */

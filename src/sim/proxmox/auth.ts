@@ -86,7 +86,7 @@ export class AccessControl {
   ticketLifetimeMs: number;
   /** The next N ticket calls with a valid CSRF token are still rejected (fault). */
   csrfRejections = 0;
-  private readonly key: Buffer;
+  private key: Buffer;
 
   constructor(private readonly opts: AccessControlOptions) {
     this.ticketLifetimeMs = opts.ticketLifetimeMs ?? 2 * 3600_000;
@@ -149,6 +149,14 @@ export class AccessControl {
   csrfToken(userid: string, atMs = this.opts.clock.now()): string {
     const ts = hex8(Math.floor(atMs / 1000));
     return `${ts}:${this.sign(`csrf:${ts}:${userid}`).slice(0, 43)}`;
+  }
+
+  /**
+   * Every ticket and CSRF token issued so far stops being valid, whatever its age (the cluster's auth key was
+   * rotated). Lets tests expire tickets at a chosen moment instead of after a lifetime of simulated time.
+   */
+  revokeTickets(): void {
+    this.key = this.opts.rng.bytes(32);
   }
 
   /** Returns the ticket's user when its signature holds and it is within its lifetime; otherwise undefined. */

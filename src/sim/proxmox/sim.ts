@@ -90,7 +90,7 @@ export class PveSim {
   /** One-shot hooks run after a `/cluster/nextid` answer (external actor grabbing the id). */
   afterNextId: Array<(vmid: number) => void> = [];
   private readonly log: Logger;
-  private readonly changeListeners = new Set<() => void>();
+  private readonly changeListeners = new Set<(request?: RequestRecord) => void>();
 
   constructor(opts: PveSimOptions) {
     const f = opts.fixture;
@@ -139,7 +139,7 @@ export class PveSim {
     const done = (res: SimResponse): SimResponse => {
       record.status = res.status;
       this.log.debug({ method, path: record.path, status: res.status }, 'pve-sim request');
-      this.changed();
+      this.changed(record);
       return res;
     };
 
@@ -344,16 +344,17 @@ export class PveSim {
   }
 
   /**
-   * Calls `listener` after every request the simulator answered (state changes happen in requests, or in the
-   * test's own calls). For tests that wait for a condition on the simulator. Returns the unsubscribe function.
+   * Calls `listener` after every request the simulator answered, with its record, before the answer is sent (state
+   * changes happen in requests, or in the test's own calls such as releaseStuckTasks, which call it without one).
+   * For tests that wait for a condition on the simulator. Returns the unsubscribe function.
    */
-  onChange(listener: () => void): () => void {
+  onChange(listener: (request?: RequestRecord) => void): () => void {
     this.changeListeners.add(listener);
     return () => this.changeListeners.delete(listener);
   }
 
-  private changed(): void {
-    for (const listener of [...this.changeListeners]) listener();
+  private changed(request?: RequestRecord): void {
+    for (const listener of [...this.changeListeners]) listener(request);
   }
 
   /** Manual clock only: moves simulated time and runs due tasks. */
