@@ -535,13 +535,15 @@ export class ProvisionController {
         }
         this.observe((o) => o.stepRun?.(step.name, 'failed', seconds()));
         this.phases.set(id, 'failed');
-        stepLog.error({ err: message }, 'machine provision failed');
+        const permanent = err instanceof StepFailure && err.permanent;
+        stepLog.error({ err: message, permanent }, permanent ? 'machine request refused; not retried' : 'machine provision failed');
         await this.writeStatus(id, (spec) => {
           spec.status = statusText;
           spec.error = message;
           spec.stage = MachineRequestStatusSpec_Stage.FAILED;
         });
-        return requeueAfter(this.failedRetryMs);
+        // A refused request stays FAILED until it is replaced (its spec is immutable); anything else is retried.
+        return permanent ? workDone : requeueAfter(this.failedRetryMs);
       }
       this.observe((o) => o.stepRun?.(step.name, result.kind, seconds()));
       this.phases.set(id, 'provisioning');

@@ -77,9 +77,12 @@ export function retryAfter(afterMs: number, message?: string): StepResult {
 export class StepFailure extends Error {
   override readonly name = 'StepFailure';
   readonly transient: boolean;
-  constructor(message: string, opts: { transient?: boolean; cause?: unknown } = {}) {
+  /** Retrying cannot help (the request itself is invalid): stage FAILED and no retry until the request changes. */
+  readonly permanent: boolean;
+  constructor(message: string, opts: { transient?: boolean; permanent?: boolean; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.transient = opts.transient ?? false;
+    this.permanent = !this.transient && (opts.permanent ?? false);
   }
 }
 

@@ -21,10 +21,9 @@ import { StepFailure, type ProvisionRequest } from './step.js';
  * tells the controller that retrying cannot help (the request's spec is immutable).
  */
 export class RequestRefused extends StepFailure {
-  readonly permanent = true;
   readonly field: string | undefined;
   constructor(message: string, field?: string, cause?: unknown) {
-    super(message, cause === undefined ? {} : { cause });
+    super(message, { permanent: true, ...(cause === undefined ? {} : { cause }) });
     this.field = field;
   }
 }
