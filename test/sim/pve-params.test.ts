@@ -185,3 +185,21 @@ describe('what the provider reads before it writes', () => {
     expect(writeCalls(sim).map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual(['POST /nodes/pve1/qemu 400']);
   });
 });
+
+describe('start refuses what qemu-server refuses at start', () => {
+  it.each([
+    [{ cores: 17 }, 'MAX 16 vcpus allowed per VM on this node'],
+    [{ cores: 4, sockets: 5 }, 'MAX 16 vcpus allowed per VM on this node'],
+    [{ hugepages: '2' }, 'numa needs to be enabled to use hugepages'],
+  ])('%j on pve3 (16 CPUs)', async (params, text) => {
+    const { sim, clock } = newSim();
+    const auth = await rootTicketHeaders(sim);
+    const created = await call(sim, 'POST', '/nodes/pve3/qemu', { ...base, ...params }, auth);
+    expect(created.status).toBe(200);
+    clock.advance(5000);
+    const start = await call(sim, 'POST', '/nodes/pve3/qemu/300/status/start', {}, auth);
+    clock.advance(5000);
+    expect(await taskStatus(sim, start.json?.data as string)).toMatchObject({ status: 'stopped', exitstatus: text });
+    expect(sim.vm(300)?.running).toBe(false);
+  });
+});

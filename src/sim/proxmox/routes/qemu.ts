@@ -347,6 +347,10 @@ function startVm(sim: PveSim, vmid: number, node: string, checkLock: boolean): v
   if (vm.running) throw new Error(`VM ${vmid} already running`);
   if (vm.config.get('template') === '1') throw new Error("you can't start a vm if it's a template");
   const host = sim.state.nodes.get(node)!;
+  // qemu-server config_to_command: no more vCPUs than the host has CPUs; Memory.pm: hugepages need numa.
+  const vcpus = Number(vm.config.get('sockets') ?? 1) * Number(vm.config.get('cores') ?? 1);
+  if (vcpus > host.maxcpu) throw new Error(`MAX ${host.maxcpu} vcpus allowed per VM on this node`);
+  if (vm.config.get('hugepages') !== undefined && vm.config.get('numa') !== '1') throw new Error('numa needs to be enabled to use hugepages');
   for (const [k, v] of vm.config) {
     if (/^net\d+$/.test(k)) {
       const bridge = parsePropertyString(v, formats.net)['bridge'];
