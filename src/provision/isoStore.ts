@@ -17,6 +17,20 @@ export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
     .sort((a, b) => Number(b.shared) - Number(a.shared) || (a.storage < b.storage ? -1 : a.storage > b.storage ? 1 : 0));
 }
 
+/** `local:iso/x.iso` → `x.iso`; a bare name is returned as is. */
+export function isoFileName(volid: string): string {
+  const m = /^[^:]+:iso\/(.+)$/.exec(volid);
+  return m ? m[1]! : volid;
+}
+
+/**
+ * The Go provider's NoCloud seed of VM `vmid` (go-proxmox's `CloudInit`: `user-data-<vmid>.iso`, uploaded to the
+ * node's first ISO storage, attached to ide0, the VM tagged `go-proxmox+cloud-init`).
+ */
+export function goSeedFileName(vmid: number): string {
+  return `user-data-${vmid}.iso`;
+}
+
 export interface DownloadOptions {
   node: string;
   storage: string;
@@ -50,6 +64,14 @@ export class IsoStore {
       );
     }
     return best.storage;
+  }
+
+  /** The first ISO storage of `node` (our preference order) that holds `filename`, if any. */
+  async findIso(node: string, filename: string): Promise<string | undefined> {
+    for (const s of rankIsoStorages(await this.pve.storageList(node, { content: 'iso', enabled: true }))) {
+      if (await this.#hasVolume(node, s.storage, `${s.storage}:iso/${filename}`).catch(() => false)) return s.storage;
+    }
+    return undefined;
   }
 
   async #hasVolume(node: string, storage: string, volid: string): Promise<boolean> {

@@ -22,7 +22,7 @@ import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptio
 import { parseUpid } from '../proxmox/upid.js';
 import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
-import { IsoStore } from './isoStore.js';
+import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
 import type { MachineState } from './machineState.js';
 import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
@@ -275,7 +275,7 @@ export class ProxmoxProvisioner implements Provisioner {
       }
     }
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
-    state.volumeId = await this.#isos.ensureDownloaded({
+    const volid = await this.#isos.ensureDownloaded({
       node: state.node,
       storage: state.isoStorage,
       url: image.url,
@@ -291,7 +291,40 @@ export class ProxmoxProvisioner implements Provisioner {
       },
     });
     state.volumeUploadTask = '';
+    // Field 4 holds the bare file name, as the Go provider writes and reads it (it looks the name up on its own ISO
+    // storage); the storage is ours, in field 100.
+    state.volumeId = isoFileName(volid);
     return done;
+  }
+
+  /**
+   * The boot ISO's full volume ID for the create call. Field 4 is the bare `<sha256>.iso` (Go's format); a full volume
+   * ID there is what versions of ours before issue 12 wrote, and is accepted. A state without `iso_storage` (written
+   * by the Go provider) is resolved by looking for the file on the node's ISO storages; when it is on none, uploadISO
+   * runs again (the ISO is downloaded to our storage).
+   */
+  async #bootIsoVolid(ctx: StepContext): Promise<string> {
+    const { state } = ctx;
+    if (state.volumeId.includes(':')) {
+      const legacy = state.volumeId;
+      const m = /^([^:]+):iso\/(.+)$/.exec(legacy);
+      if (m) {
+        state.isoStorage ||= m[1]!;
+        state.volumeId = m[2]!;
+      }
+      return legacy;
+    }
+    if (state.volumeId && state.isoStorage) return `${state.isoStorage}:iso/${state.volumeId}`;
+    if (state.volumeId) {
+      const found = await this.#isos.findIso(state.node, state.volumeId);
+      if (found) {
+        state.isoStorage = found;
+        return `${found}:iso/${state.volumeId}`;
+      }
+      ctx.log.info({ file: state.volumeId }, 'the recorded Talos ISO is on no ISO storage of the node; downloading it');
+    }
+    await this.uploadIso(ctx);
+    return `${state.isoStorage}:iso/${state.volumeId}`;
   }
 
   /**
@@ -379,8 +412,9 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     this.#pendingSince.delete(request.id);
 
+    const isoVolid = await this.#bootIsoVolid(ctx);
     const storages = await storageFacts(this.#pve, state.node);
-    const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log));
+    const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log), isoVolid);
     state.vmid = vmid;
     clearCreateIntent(state);
     this.ledger.release(request.id);
@@ -388,7 +422,7 @@ export class ProxmoxProvisioner implements Provisioner {
     return done;
   }
 
-  async #create(ctx: StepContext, diskStorages: { primary: string; additional: string[] }): Promise<number> {
+  async #create(ctx: StepContext, diskStorages: { primary: string; additional: string[] }, isoVolid: string): Promise<number> {
     const { state, request } = ctx;
     const attempts = this.#opts.createAttempts ?? 5;
     let lastError: unknown;
@@ -404,7 +438,7 @@ export class ProxmoxProvisioner implements Provisioner {
           vmid,
           machineRequestSetId: request.machineRequestSetId,
           smbiosUuid: state.uuid,
-          isoVolid: state.volumeId,
+          isoVolid,
           diskStorages,
         });
         // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
@@ -456,9 +490,25 @@ export class ProxmoxProvisioner implements Provisioner {
       }
       try {
         // The UPID is recorded (and kept once the VM exists): a teardown or restart waits for exactly this task.
+        // Field 11 is written with it, as the Go provider does (it reads field 7 as "the create of the VM in field
+        // 11": once that task succeeded it goes on to startVM with field 11); the create intent (106) stays until
+        // the VM is confirmed.
         state.vmCreateTask = upid;
+        state.vmid = vmid;
         await ctx.checkpoint();
-        await this.#wait(upid, ctx.signal);
+        try {
+          await this.#wait(upid, ctx.signal);
+        } catch (err) {
+          if (err instanceof PveTaskError && !err.vanished) {
+            // The create task failed: no VM. Fields 7 and 11 are cleared (the Go provider would otherwise fail on
+            // that task forever) and the next run creates again.
+            state.vmCreateTask = '';
+            state.vmid = 0;
+            clearCreateIntent(state);
+            await ctx.checkpoint().catch(() => undefined);
+          }
+          throw err;
+        }
       } finally {
         this.#creating.delete(vmid);
       }
@@ -647,8 +697,14 @@ export class ProxmoxProvisioner implements Provisioner {
     const desired = formatPropertyString({ file: state.seedVolume, media: 'cdrom' }, formats.ide);
     const config = await this.#pve.vmConfig(state.node, state.vmid);
     if (!isAttached(config[SEED_ISO_SLOT], state.seedVolume)) {
+      // The Go provider's seed of this VM in ide0 (it stopped between its CloudInit and its start): replaced by ours,
+      // then removed, since only this VM's config linked to it.
+      const replaced = attachedSeeds({ [SEED_ISO_SLOT]: config[SEED_ISO_SLOT] }, state.vmid, request.id).filter(
+        (a) => a.name === goSeedFileName(state.vmid),
+      );
       // Only ide0 changes; the boot order stays as created (the seed is data, not a boot device).
       await this.#pve.setVmConfig(state.node, state.vmid, { [SEED_ISO_SLOT]: desired });
+      for (const r of replaced) await this.#isos.removeSeeds({ nodeHint: state.node, storage: r.storage, names: [r.name], log: ctx.log });
     }
     const upid = await this.#pve.startVm(state.node, state.vmid);
     state.vmStartTask = upid;
@@ -678,7 +734,6 @@ export class ProxmoxProvisioner implements Provisioner {
     this.ledger.release(requestId);
     this.#pendingSince.delete(requestId);
     const targets = new Map<number, string>();
-    let recordedVmIsOurs = false;
     const recorded: RecordedVm[] = [];
     if (state.vmid) recorded.push(this.#recorded(state, 'confirmed'));
     if (state.createVmid && state.createVmid !== state.vmid) recorded.push(this.#recorded(state, 'intent'));
@@ -686,7 +741,6 @@ export class ProxmoxProvisioner implements Provisioner {
       const settled = await this.#settleForTeardown(rec, state, requestId, log, ctx.signal);
       if (settled.kind === 'ours') {
         targets.set(rec.vmid, settled.node);
-        if (rec.vmid === state.vmid) recordedVmIsOurs = true;
       } else if (settled.kind === 'foreign') {
         log.warn({ vmid: rec.vmid, node: settled.node }, 'VMID now belongs to a VM that is not ours; leaving it alone');
       }
@@ -696,7 +750,16 @@ export class ProxmoxProvisioner implements Provisioner {
       const found = await findRequestVm(this.#pve, requestId, state.uuid);
       if (found.vm && !targets.has(found.vm.vmid)) targets.set(found.vm.vmid, found.vm.node);
     }
+    // Seeds attached to the VMs about to be deleted: read from their CD-ROM slots first, removed once the VM is gone.
+    // A file is removed only when the VM's own config points at it and it is a seed (the Go provider's
+    // `user-data-<that VMID>.iso`, or ours): never because of its name alone.
+    const attached: Array<{ node: string; storage: string; name: string }> = [];
+    for (const [vmid, node] of targets) {
+      const config = await readConfig(this.#pve, node, vmid);
+      if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
+    }
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
+    for (const a of attached) await this.#isos.removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
     if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
 
     if (state.seedUploadTask) {
@@ -705,15 +768,15 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
     const nodeHint = state.seedNode || vmNode || state.node;
-    const names = [seedIsoFileName(requestId), ...(recordedVmIsOurs ? [`user-data-${state.vmid}.iso`] : [])];
+    const names = [seedIsoFileName(requestId)];
     const seed = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
     if (seed && seed[1] !== state.isoStorage) {
       await this.#isos.removeSeeds({ nodeHint, storage: seed[1]!, names: [seed[2]!], log });
     } else if (seed && !names.includes(seed[2]!)) {
       names.push(seed[2]!);
     }
-    // The Go provider named seeds after the VMID: that one is removed only when that VMID was verifiably ours.
-    await this.#isos.removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
+    // Our seed is named after the request; the Go provider's (named after a VMID) only ever through a VM's config above.
+    if (state.isoStorage) await this.#isos.removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
   }
 
   /** Waits for a task of ours (bounded by `pendingCreateWaitMs`), then stops it if it still runs. */
@@ -777,6 +840,29 @@ export class ProxmoxProvisioner implements Provisioner {
   #requireNode(state: MachineState): void {
     if (!state.node) throw new StepFailure('no node recorded for this request; pickNode must run first');
   }
+}
+
+/**
+ * The seed ISOs a VM's CD-ROM slots (ide/sata/scsi) hold: the Go provider's `user-data-<vmid>.iso` of this very VM, or
+ * our `omni-seed-<request>.iso` of this request. The boot ISO (a shared cache) and anything else are not seeds.
+ */
+export function attachedSeeds(config: Record<string, unknown>, vmid: number, requestId: string): Array<{ storage: string; name: string }> {
+  const out: Array<{ storage: string; name: string }> = [];
+  for (const [key, value] of Object.entries(config)) {
+    if (!/^(ide|sata|scsi)\d+$/.test(key) || typeof value !== 'string') continue;
+    let drive;
+    try {
+      drive = parsePropertyString(value, formats.ide);
+    } catch {
+      continue;
+    }
+    if (drive.media !== 'cdrom' || typeof drive.file !== 'string') continue;
+    const m = /^([^:]+):iso\/(.+)$/.exec(drive.file);
+    if (!m) continue;
+    const name = m[2]!;
+    if (name === goSeedFileName(vmid) || name === seedIsoFileName(requestId)) out.push({ storage: m[1]!, name });
+  }
+  return out;
 }
 
 /** Whether a drive value (`<volid>,media=cdrom[,size=..]`) has `volid` in its CD drive. */

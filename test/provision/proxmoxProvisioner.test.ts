@@ -45,10 +45,12 @@ describe('provisioning against the simulator', () => {
     expect(vm.config.name).toBe('req-happy-1');
     expect(vm.config.smbios1).toContain(`uuid=${state.uuid}`);
     expect(vm.config.scsi0).toMatch(/^local-lvm:vm-\d+-disk-0/);
-    expect(vm.config.ide2).toMatch(new RegExp(`^${state.volumeId},media=cdrom(,size=\\w+)?$`));
+    expect(vm.config.ide2).toMatch(new RegExp(`^nfs-iso:iso/${state.volumeId},media=cdrom(,size=\\w+)?$`));
     expect(vm.config.ide0).toMatch(new RegExp(`^${state.seedVolume},media=cdrom(,size=\\w+)?$`));
     expect(vm.config.boot).toBe('order=scsi0;ide2;net0');
-    expect(state.volumeId).toMatch(/^nfs-iso:iso\/[0-9a-f]{64}\.iso$/); // shared ISO storage preferred
+    // Field 4 is the bare file name, as the Go provider writes it; the storage is field 100 (shared preferred).
+    expect(state.volumeId).toMatch(/^[0-9a-f]{64}\.iso$/);
+    expect(state.isoStorage).toBe('nfs-iso');
     expect(state.seedVolume).toBe('nfs-iso:iso/omni-seed-req-happy-1.iso');
 
     const seed = h.sim.isoFile(state.seedVolume, state.node);
@@ -60,7 +62,7 @@ describe('provisioning against the simulator', () => {
     await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
     expect(h.sim.vm(state.vmid)).toBeUndefined();
     expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(state.seedVolume);
-    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(state.volumeId); // Talos ISO cache stays
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(`nfs-iso:iso/${state.volumeId}`); // Talos ISO cache stays
     expect(new Set(h.sim.state.vms.keys())).toEqual(before);
   });
 

@@ -59,8 +59,9 @@ describe('write-ahead intent of the VM create', () => {
     expect(before?.state).toMatchObject({ createVmid: state.vmid, createNode: state.node, uuid: state.uuid, vmid: 0, vmCreateTask: '' });
     const answered = checkpoints.find((c) => c.requestsBefore > post && c.state.vmCreateTask !== '');
     expect(answered?.state.vmCreateTask).toMatch(new RegExp(`^UPID:${state.node}:.*:qmcreate:${state.vmid}:`));
-    expect(answered?.state.vmid).toBe(0);
-    // Confirmed: field 11 holds the VMID, the intent is settled, field 7 still names the create.
+    // Field 11 is written with field 7 (the Go provider's pair: "the create task of this VMID"); the intent stays.
+    expect(answered?.state).toMatchObject({ vmid: state.vmid, createVmid: state.vmid });
+    // Confirmed: the intent is settled, fields 7 and 11 still name the create.
     expect(state).toMatchObject({ createVmid: 0, createNode: '', vmCreateTask: answered?.state.vmCreateTask });
     expect(harness.sim.vm(state.vmid)?.config.name).toBe('req-intent');
   });
@@ -69,8 +70,8 @@ describe('write-ahead intent of the VM create', () => {
     h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 2_000 } });
     h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
     const { persisted } = await runUntilCheckpoint(h, 'req-stuck-create', (s) => s.vmCreateTask !== '');
-    expect(persisted.vmid).toBe(0);
     const vmid = persisted.createVmid;
+    expect(persisted.vmid).toBe(vmid);
     expect(h.sim.vm(vmid)?.config.lock).toBe('create');
 
     await h.provisioner.deprovision({ requestId: 'req-stuck-create', state: persisted, log: silentLogger });

@@ -38,7 +38,9 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   talosVersion: string;
 
   /**
-   * Proxmox volume ID of the boot ISO, e.g. "local:iso/<sha256>.iso".
+   * File name of the boot ISO, bare: "<sha256>.iso" (not a volume ID). The Go provider writes it so and reads it as
+   * GET /nodes/<node>/storage/<its first ISO storage>/content/<storage>:iso/<volume_id>; ours keeps the storage in
+   * iso_storage (100). A full volume ID here was written by versions of ours before issue 12 and is still accepted.
    *
    * @generated from field: string volume_id = 4;
    */
@@ -51,8 +53,12 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
 
   /**
    * UPIDs of the Proxmox tasks the steps started. volume_upload_task: the Talos ISO download, recorded as soon as
-   * Proxmox answered (cleared once the ISO is on storage). vm_create_task: the UPID of the last VM create call,
-   * recorded as soon as Proxmox answered it and kept after the create succeeded (the Go provider reads it too).
+   * Proxmox answered (ours clears it once the ISO is on storage; Go keeps it). vm_create_task: the UPID of the last
+   * VM create call, recorded as soon as Proxmox answered it, together with vmid (11), and kept after the create
+   * succeeded. The Go provider's syncVM reads a non-empty field 7 as "the create of the VM in field 11 was sent":
+   * it polls that task and, once it succeeded, goes on to startVM with field 11; it never creates again. A create
+   * task that failed is therefore cleared (7 and 11) by ours. vm_start_task: the start's UPID (Go keeps it; ours
+   * clears it once the VM runs).
    *
    * @generated from field: string volume_upload_task = 6;
    */
@@ -69,7 +75,11 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   vmStartTask: string;
 
   /**
-   * VMID of this request's VM, recorded only once its create task succeeded and its config is readable.
+   * VMID of the VM whose create task is field 7 (the Go provider's meaning: written with field 7 as soon as the
+   * create call was answered). Confirmed (the VM exists with our SMBIOS UUID) once create_vmid (106) is cleared.
+   *
+   * 9 and 10 were never used; later Go versions use 12 (pool) and 13 (ha_registered), which this provider neither
+   * reads nor writes (it does not create pools or HA resources).
    *
    * @generated from field: int32 vmid = 11;
    */
