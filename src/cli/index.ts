@@ -13,6 +13,7 @@ const commands: Record<string, () => Promise<Command>> = {
   'storage explain': async () => (await import('./storage-explain.js')).default,
   'config print': async () => (await import('../config/printCommand.js')).default,
   doctor: async () => (await import('./doctor.js')).default,
+  'seeds orphaned': async () => (await import('./seeds-orphaned.js')).default,
 };
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -707,7 +707,11 @@ export class ProxmoxProvisioner implements Provisioner {
       for (const r of replaced) await this.#isos.removeSeeds({ nodeHint: state.node, storage: r.storage, names: [r.name], log: ctx.log });
     }
     const upid = await this.#pve.startVm(state.node, state.vmid);
+    // Field 8 is recorded as soon as Proxmox answered and kept once the VM runs, as the Go provider does: its startVM
+    // reads a non-empty field 8 as "started, look at that task" and otherwise injects its seed and starts again
+    // (a start of a running VM fails, and it would fail on that task forever).
     state.vmStartTask = upid;
+    await ctx.checkpoint();
     try {
       await this.#wait(upid, ctx.signal);
     } catch (err) {
@@ -715,10 +719,12 @@ export class ProxmoxProvisioner implements Provisioner {
         state.vmStartTask = '';
         return done;
       }
-      state.vmStartTask = '';
+      if (err instanceof PveTaskError && !err.vanished) {
+        state.vmStartTask = '';
+        await ctx.checkpoint().catch(() => undefined);
+      }
       throw err;
     }
-    state.vmStartTask = '';
     ctx.log.info({ vmid: state.vmid, node: state.node }, 'VM started');
     return done;
   }

@@ -1,0 +1,49 @@
+// `seeds orphaned`: our NoCloud seed ISOs (`omni-seed-*.iso`) no VM uses any more: what the Go provider's teardown
+// leaves of VMs our daemon started, after a rollback (docs/operations.md). Read-only unless `--delete`.
+import { deleteOrphanedSeeds, listOurSeeds } from '../provision/orphanSeeds.js';
+import { openProxmoxTarget } from './proxmoxTarget.js';
+import { parseFlags, UsageError } from './usage.js';
+
+const usage =
+  'usage: omni-infra-provider-proxmox seeds orphaned (--config-file F | --sim-fixture F) [--delete [--min-age-seconds N]] [--json]';
+
+export default async function seedsOrphaned(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags(argv, {
+    strings: ['config-file', 'sim-fixture', 'min-age-seconds'],
+    booleans: ['json', 'help', 'delete'],
+  });
+  if (flags.has('help')) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  if (positional.length > 0) throw new UsageError(`unexpected argument "${positional[0]}"; ${usage}`);
+  const minAgeRaw = flags.get('min-age-seconds') ?? '600';
+  const minAgeSeconds = Number(minAgeRaw);
+  if (typeof minAgeRaw !== 'string' || !/^\d+$/.test(minAgeRaw) || !Number.isSafeInteger(minAgeSeconds)) {
+    throw new UsageError(`--min-age-seconds: "${String(minAgeRaw)}" is not a whole number of seconds`);
+  }
+  const target = await openProxmoxTarget(flags);
+  try {
+    if (flags.has('delete')) {
+      const { deleted, kept } = await deleteOrphanedSeeds(target.pve, { minAgeSeconds });
+      if (flags.has('json')) {
+        process.stdout.write(`${JSON.stringify({ deleted, kept }, null, 2)}\n`);
+      } else {
+        for (const s of deleted) process.stdout.write(`deleted ${s.volid}\n`);
+        for (const s of kept) process.stdout.write(`kept    ${s.volid} (${s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : `younger than ${minAgeSeconds} s`})\n`);
+      }
+      return 0;
+    }
+    const seeds = await listOurSeeds(target.pve);
+    const orphaned = seeds.filter((s) => s.usedBy.length === 0);
+    if (flags.has('json')) {
+      process.stdout.write(`${JSON.stringify({ orphaned, used: seeds.filter((s) => s.usedBy.length > 0) }, null, 2)}\n`);
+    } else {
+      for (const s of seeds) process.stdout.write(`${s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : 'ORPHANED'}\t${s.volid}\n`);
+      process.stdout.write(`${orphaned.length} orphaned of ${seeds.length}\n`);
+    }
+    return 0;
+  } finally {
+    await target.close();
+  }
+}

@@ -1,0 +1,101 @@
+// Our NoCloud seed ISOs (`omni-seed-*.iso`) that no VM uses any more. Our own teardown removes the seed of every
+// request it deletes; the Go provider's teardown does not (go-proxmox's VM delete removes only `user-data-<vmid>.iso`
+// from a VM tagged `go-proxmox+cloud-init`). After rolling back to the Go provider, the operator lists and removes
+// what it left with `omni-infra-provider-proxmox seeds orphaned [--delete]` (docs/operations.md).
+import type { PveClient } from '../proxmox/client.js';
+import { isNotFound } from '../proxmox/errors.js';
+import { parsePropertyString, formats } from '../proxmox/propertyString.js';
+import { waitForTask } from '../proxmox/tasks.js';
+import { rankIsoStorages } from './isoStore.js';
+
+export const OUR_SEED_PATTERN = /^omni-seed-[a-z0-9_.-]+\.iso$/;
+
+export interface SeedVolume {
+  /** Node the storage was listed on (any node for a shared storage). */
+  node: string;
+  storage: string;
+  volid: string;
+  /** Upload time (seconds since the epoch) when Proxmox reports it. */
+  ctime?: number;
+  /** VMs whose config (a drive slot, current or pending) names this volume. */
+  usedBy: number[];
+}
+
+/** Every ISO volume a drive slot of any VM in the cluster names, by volume ID → VMIDs (current and pending config). */
+async function referencedIsos(pve: PveClient): Promise<Map<string, number[]>> {
+  const refs = new Map<string, number[]>();
+  const vms = (await pve.clusterResources('vm')).filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
+  for (const vm of vms) {
+    let config;
+    try {
+      config = await pve.vmConfig(vm.node as string, vm.vmid as number);
+    } catch (err) {
+      if (isNotFound(err)) continue;
+      throw err;
+    }
+    for (const [key, value] of Object.entries(config)) {
+      if (!/^(ide|sata|scsi|virtio)\d+$/.test(key) || typeof value !== 'string') continue;
+      let file: unknown;
+      try {
+        file = parsePropertyString(value, formats.ide).file;
+      } catch {
+        file = value.split(',')[0];
+      }
+      if (typeof file !== 'string' || !file.includes(':iso/')) continue;
+      const list = refs.get(file) ?? [];
+      list.push(vm.vmid as number);
+      refs.set(file, list);
+    }
+  }
+  return refs;
+}
+
+/**
+ * Our seed ISOs on every ISO storage of every online node, each with the VMs that use it. Read-only. A seed no VM uses
+ * is an orphan, except for a few seconds while a running provider of ours uploads it before attaching it: stop our
+ * provider (or use `minAgeSeconds`) before deleting.
+ */
+export async function listOurSeeds(pve: PveClient): Promise<SeedVolume[]> {
+  const refs = await referencedIsos(pve);
+  const nodes = (await pve.nodes()).filter((n) => n.status === 'online').map((n) => n.node).sort();
+  const seen = new Set<string>();
+  const out: SeedVolume[] = [];
+  for (const node of nodes) {
+    for (const s of rankIsoStorages(await pve.storageList(node, { content: 'iso', enabled: true }))) {
+      const key = s.shared ? s.storage : `${node}/${s.storage}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      for (const c of await pve.storageContent(node, s.storage, { content: 'iso' })) {
+        const name = c.volid.replace(/^[^:]+:iso\//, '');
+        if (!OUR_SEED_PATTERN.test(name)) continue;
+        out.push({ node, storage: s.storage, volid: c.volid, ...(c.ctime !== undefined ? { ctime: c.ctime } : {}), usedBy: refs.get(c.volid) ?? [] });
+      }
+    }
+  }
+  return out;
+}
+
+/** Deletes the seeds of `listOurSeeds` that no VM uses and that are at least `minAgeSeconds` old; returns them. */
+export async function deleteOrphanedSeeds(
+  pve: PveClient,
+  opts: { minAgeSeconds: number; now?: () => number },
+): Promise<{ deleted: SeedVolume[]; kept: SeedVolume[] }> {
+  const now = (opts.now ?? Date.now)() / 1000;
+  const deleted: SeedVolume[] = [];
+  const kept: SeedVolume[] = [];
+  for (const seed of await listOurSeeds(pve)) {
+    const young = opts.minAgeSeconds > 0 && seed.ctime !== undefined && now - seed.ctime < opts.minAgeSeconds;
+    if (seed.usedBy.length > 0 || young) {
+      kept.push(seed);
+      continue;
+    }
+    try {
+      const upid = await pve.deleteVolume(seed.node, seed.storage, seed.volid);
+      if (upid) await waitForTask(pve, upid);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    deleted.push(seed);
+  }
+  return { deleted, kept };
+}

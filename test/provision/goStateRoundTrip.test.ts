@@ -1,0 +1,224 @@
+// Issue 12: the private state means what the Go provider (0d9fd58) means, at every step boundary, in both directions.
+// The Go side is test/helpers/goModel.ts (its decoding of the stored bytes and its steps and Deprovision, written from
+// its source); ours is the real provisioner; both against the simulator over HTTPS. Invariants: one VM per request,
+// no VM and no seed ISO left after the teardown (except what docs/operations.md tells the operator to clean up with
+// `seeds orphaned --delete`), no write to a VM ours adopted fully provisioned, and no file removed whose only link to
+// the request is a reused VMID.
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MachineSpecSchema } from '../../src/gen/proxmox/specs/specs_pb.js';
+import { silentLogger } from '../../src/log.js';
+import { waitForTask } from '../../src/proxmox/tasks.js';
+import { emptyMachineState, machineSpecFromState, machineStateFromSpec, type MachineState } from '../../src/provision/machineState.js';
+import { deleteOrphanedSeeds, listOurSeeds } from '../../src/provision/orphanSeeds.js';
+import type { StepContext } from '../../src/provision/step.js';
+import { writeCalls } from '../../src/sim/proxmox/index.js';
+import { GO_STEPS, GoModel, goDecode, goEncode, emptyGoSpec, namesCreateOf, type GoSpec, type GoStep } from '../helpers/goModel.js';
+import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, testImages, type PveHarness } from '../helpers/pveHarness.js';
+
+let h: PveHarness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+const SCHEMATIC = 'a'.repeat(64);
+
+function goModel(harness: PveHarness, requestId: string): GoModel {
+  return new GoModel(harness.pve, {
+    requestId,
+    talosVersion: 'v1.11.5',
+    schematic: SCHEMATIC,
+    node: 'pve1',
+    waitTask: async (upid) => (await waitForTask(harness.pve, upid, { pollSchedule: () => 5 }).catch((e: unknown) => ({ exitstatus: String(e) }))).exitstatus,
+  });
+}
+
+/** Ours, from `from` through `until` (inclusive), a step that asks for a retry run again; checkpoints are recorded. */
+async function runOurs(
+  harness: PveHarness,
+  id: string,
+  state: MachineState,
+  from: GoStep,
+  until: GoStep,
+  checkpoints: MachineState[] = [],
+): Promise<MachineState> {
+  const steps = harness.provisioner.steps;
+  for (const step of steps.slice(steps.findIndex((s) => s.name === from), steps.findIndex((s) => s.name === until) + 1)) {
+    const ctx: StepContext = {
+      request: request(id, basicData),
+      state,
+      joinConfig: JOIN_CONFIG,
+      log: silentLogger,
+      checkpoint: async () => {
+        checkpoints.push(structuredClone(state));
+      },
+    };
+    for (let i = 0; ; i++) {
+      const r = await step.run(ctx);
+      checkpoints.push(structuredClone(state));
+      if (r.kind === 'done') break;
+      if (i > 50) throw new Error(`${step.name} still retrying: ${r.message ?? ''}`);
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  }
+  return state;
+}
+
+/** What Omni stores for our state, read by Go. */
+const ours2go = (s: MachineState): GoSpec => goDecode(toBinary(MachineSpecSchema, machineSpecFromState(s)));
+/** What Omni stores for Go's state, read by ours. */
+const go2ours = (g: GoSpec): MachineState => machineStateFromSpec(fromBinary(MachineSpecSchema, goEncode(g)));
+
+/** Go's reading of fields 4, 6, 7, 8 and 11 holds for this state (what its steps do with them, see goModel.ts). */
+function expectGoReadable(g: GoSpec, where: string): void {
+  expect(g.volumeId, `${where}: field 4 is a bare ISO file name`).toMatch(/^(|[0-9a-f]{64}\.iso)$/);
+  if (g.vmCreateTask) {
+    expect(g.vmid, `${where}: field 7 comes with field 11`).toBeGreaterThan(0);
+    expect(namesCreateOf(g.vmCreateTask, g.vmid, g.node), `${where}: field 7 is the create of VM ${g.vmid} on ${g.node}`).toBe(true);
+  }
+  if (g.vmid) expect(g.vmCreateTask, `${where}: field 11 comes with field 7 (else Go's syncVM creates a second VM)`).not.toBe('');
+  if (g.vmStartTask) expect(g.vmid).toBeGreaterThan(0);
+}
+
+function vmsNamed(harness: PveHarness, id: string): number[] {
+  return [...harness.sim.state.vms.values()].filter((vm) => vm.config.get('name') === id).map((vm) => vm.vmid);
+}
+
+function isoNames(harness: PveHarness): string[] {
+  return [...harness.sim.volumes('local', 'pve1'), ...harness.sim.volumes('nfs-iso')]
+    .map((v) => v.volid)
+    .filter((v) => /:iso\/(user-data-|omni-seed-)/.test(v))
+    .sort();
+}
+
+describe('ours stops at a step boundary, the Go provider takes over and tears down', () => {
+  for (const stopAfter of GO_STEPS) {
+    it(`ours finished ${stopAfter}: every checkpoint reads right to Go; Go ends with one VM; Go's teardown leaves no VM, only our seed for the operator's cleanup`, async () => {
+      h = await startPveHarness();
+      const id = `req-o2g-${stopAfter.toLowerCase()}`;
+      const checkpoints: MachineState[] = [];
+      const ours = await runOurs(h, id, emptyMachineState(), 'pickNode', stopAfter, checkpoints);
+      for (const [i, c] of checkpoints.entries()) expectGoReadable(ours2go(c), `checkpoint ${i}`);
+      const go = goModel(h, id);
+      const spec = ours2go(ours);
+      // Go resumes at the annotation: the step ours finished last, run again. (After startVM the request is
+      // PROVISIONED and Go's controller runs no step at all; running startVM again must still be a no-op.)
+      await go.run(spec, stopAfter);
+      if (stopAfter === 'startVM') expect(spec.vmStartTask).toBe(ours.vmStartTask);
+      expect(vmsNamed(h, id)).toEqual([spec.vmid]);
+      expect(h.sim.vm(spec.vmid)?.running).toBe(true);
+      expect(h.sim.vm(spec.vmid)?.config.smbios1).toContain(`uuid=${ours.uuid || spec.uuid}`);
+
+      await go.deprovision(spec);
+      expect(vmsNamed(h, id)).toEqual([]);
+      const ourSeeds = await listOurSeeds(h.pve);
+      // Go's own seed went with its VM (go-proxmox deletes user-data-<vmid>.iso of a tagged VM); ours stays when ours
+      // uploaded one (it finished startVM): the documented operator clean-up removes it.
+      expect(isoNames(h).filter((v) => v.includes('user-data-'))).toEqual([]);
+      expect(ourSeeds.map((s) => s.volid)).toEqual(stopAfter === 'startVM' ? [ours.seedVolume] : []);
+      const { deleted } = await deleteOrphanedSeeds(h.pve, { minAgeSeconds: 0 });
+      expect(deleted.map((s) => s.volid)).toEqual(ourSeeds.map((s) => s.volid));
+      expect(isoNames(h)).toEqual([]);
+    });
+  }
+
+  it('ours stopped inside syncVM once the create was answered (annotation uploadISO): Go does not create a second VM', async () => {
+    h = await startPveHarness();
+    const id = 'req-o2g-midcreate';
+    const state = await runOurs(h, id, emptyMachineState(), 'pickNode', 'uploadISO');
+    // Stop right after the checkpoint that recorded the create's UPID: the create task is then still running.
+    h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
+    const abort = new AbortController();
+    let persisted: MachineState | undefined;
+    const step = h.provisioner.steps.find((s) => s.name === 'syncVM')!;
+    await step
+      .run({
+        request: request(id, basicData),
+        state,
+        joinConfig: JOIN_CONFIG,
+        log: silentLogger,
+        signal: abort.signal,
+        checkpoint: async () => {
+          if (state.vmCreateTask) {
+            persisted = structuredClone(state);
+            abort.abort(new Error('stopped by the test'));
+          }
+        },
+      })
+      .catch(() => undefined);
+    expect(persisted?.vmCreateTask).not.toBe('');
+    const spec = ours2go(persisted!);
+    expectGoReadable(spec, 'mid-create');
+    h.sim.releaseStuckTasks({ type: 'qmcreate' });
+    await goModel(h, id).run(spec, 'uploadISO');
+    expect(vmsNamed(h, id)).toEqual([persisted!.createVmid]);
+    await goModel(h, id).deprovision(spec);
+    expect(vmsNamed(h, id)).toEqual([]);
+  });
+});
+
+describe('the Go provider stops at a step boundary, ours takes over and tears down', () => {
+  for (const stopAfter of GO_STEPS) {
+    it(`Go finished ${stopAfter}: ours ends with one VM (no write to a VM Go fully provisioned); our teardown leaves no VM and no seed`, async () => {
+      h = await startPveHarness();
+      const id = `req-g2o-${stopAfter.toLowerCase()}`;
+      const go = goModel(h, id);
+      const spec = await go.run(emptyGoSpec(), 'pickNode', stopAfter);
+      const state = go2ours(spec);
+      expect(state).toMatchObject({ uuid: spec.uuid, volumeId: spec.volumeId, node: spec.node, vmCreateTask: spec.vmCreateTask, vmid: spec.vmid });
+      const writesBefore = writeCalls(h.sim).length;
+      await runOurs(h, id, state, stopAfter, 'startVM');
+      const vms = vmsNamed(h, id);
+      expect(vms).toHaveLength(1);
+      if (spec.vmid) expect(vms).toEqual([spec.vmid]);
+      expect(h.sim.vm(vms[0]!)?.running).toBe(true);
+      if (stopAfter === 'startVM') {
+        // Adopted as it is: not one write call.
+        expect(writeCalls(h.sim).slice(writesBefore)).toEqual([]);
+      }
+      await h.provisioner.deprovision({ requestId: id, state, log: silentLogger });
+      expect(vmsNamed(h, id)).toEqual([]);
+      expect(isoNames(h)).toEqual([]);
+    });
+  }
+});
+
+describe('teardown never removes a file whose only link to the request is a reused VMID', () => {
+  it("a Go seed user-data-<N>.iso left by an earlier, unrelated VM N survives the teardown of our VM N", async () => {
+    h = await startPveHarness();
+    const vmid = await h.pve.nextId();
+    const stale = { userData: 'old', instanceId: 'old-vm' };
+    const { buildNoCloudSeed } = await import('../../src/proxmox/nocloud.js');
+    for (const storage of ['local', 'nfs-iso']) {
+      await waitForTask(h.pve, await h.pve.uploadFile('pve1', storage, { filename: `user-data-${vmid}.iso`, content: 'iso', data: buildNoCloudSeed(stale) }));
+    }
+    const state = await runSteps(h.provisioner, request('req-reused', basicData));
+    expect(state.vmid).toBe(vmid);
+    await h.provisioner.deprovision({ requestId: 'req-reused', state, log: silentLogger });
+    expect(h.sim.vm(vmid)).toBeUndefined();
+    expect(isoNames(h)).toEqual([`local:iso/user-data-${vmid}.iso`, `nfs-iso:iso/user-data-${vmid}.iso`]);
+  });
+
+  it('a Go-written state without iso_storage: the Go seed the VM config points at is removed, on that storage', async () => {
+    h = await startPveHarness();
+    const go = goModel(h, 'req-go-seed');
+    const spec = await go.run(emptyGoSpec(), 'pickNode', 'startVM');
+    const ide0 = String(h.sim.vm(spec.vmid)?.config.ide0);
+    expect(ide0).toMatch(new RegExp(`^local:iso/user-data-${spec.vmid}\\.iso,media=cdrom`));
+    const state = go2ours(spec);
+    expect(state.isoStorage).toBe('');
+    await h.provisioner.deprovision({ requestId: 'req-go-seed', state, log: silentLogger });
+    expect(h.sim.vm(spec.vmid)).toBeUndefined();
+    expect(isoNames(h)).toEqual([]);
+  });
+});
+
+it('images: the ISO name ours records is the one Go computes', async () => {
+  const img = await testImages.bootImage(SCHEMATIC, 'v1.11.5', 'amd64');
+  h = await startPveHarness();
+  const s = await runOurs(h, 'req-name', emptyMachineState(), 'pickNode', 'uploadISO');
+  expect(s.volumeId).toBe(`${img.cacheKey}.iso`);
+  const g = await goModel(h, 'req-name').run(emptyGoSpec(), 'pickNode', 'uploadISO');
+  expect(g.volumeId).toBe(s.volumeId);
+});
