@@ -83,7 +83,9 @@ describe('write-ahead intent of the VM create', () => {
   });
 
   it('a teardown waits for a VM in lock: create whose create answer was lost (no UPID), then deletes it once it is ours', async () => {
-    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 60_000 } });
+    // The create is released on the teardown's second look (below); the bound must not run out first. It runs on the
+    // simulator's clock: 60 s simulated was 120 ms of wall time, less than two looks take on a busy machine.
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 24 * 3600_000 } });
     const harness = h;
     harness.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
     harness.sim.faults.onRequest({ method: 'POST', route: CREATE_ROUTE }, { kind: 'lostResponse', mode: 'error', status: 503 });
