@@ -29,7 +29,8 @@ function dataFile(name: string, text: string): string {
 
 const base = 'cores: 2\nmemory: 4096\ndisk_size: 20\n';
 
-describe('plan', () => {
+// Each test runs the CLI (a fresh Node process) several times: seconds each on a busy machine.
+describe('plan', { timeout: 90_000 }, () => {
   it('prints the node, storages and exact create parameters', async () => {
     const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\n`);
     const r = await run(['plan', '--provider-data', f, '--request-id', 'req-a', '--machine-request-set', 'set-a', '--sim-fixture', fixture, '--json']);
@@ -89,7 +90,7 @@ describe('plan', () => {
   });
 });
 
-describe('storage explain', () => {
+describe('storage explain', { timeout: 90_000 }, () => {
   it('lists every storage with its variables and the verdict', async () => {
     const r = await run(['storage', 'explain', '--selector', 'type == "rbd"', '--sim-fixture', fixture, '--json']);
     expect(r.code).toBe(0);

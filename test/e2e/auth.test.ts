@@ -26,7 +26,8 @@ function expectStartFailure(d: DaemonProcess & { code: number | null }, reason: 
   expect(d.stdout + d.stderr).not.toContain(keyBody.pgp_key.split('\n')[3] ?? 'no key line');
 }
 
-describe.concurrent('authentication failures (child process)', () => {
+// Six daemons start at once: on a busy machine each start takes many seconds.
+describe.concurrent('authentication failures (child process)', { timeout: 90_000 }, () => {
   it('a key Omni does not know (issued by another Omni for the same ID): exit 2, "invalid signature" explained', async ({ signal }) => {
     const world = await startWorld({ signal });
     const elsewhere = await startInProcessOmni({ providerId: 'proxmox' });

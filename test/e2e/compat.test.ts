@@ -61,7 +61,7 @@ describe.concurrent('older Omni releases (child process)', () => {
       expect((calls[methodPath(State.method.teardown)] ?? 0) + (calls[methodPath(State.method.teardownAndDestroy)] ?? 0)).toBeGreaterThan(0);
       expect(statusOf(world.omni, 'legacy-1')).toBeUndefined();
     });
-  }, 60_000);
+  }, 120_000);
 
   it('Omni 1.0-1.7: v2 tokens, schematic POSTed to the factory, teardown without the Teardown RPC', async ({ signal }) => {
     await withWorld({ signal, omni: { capabilities: PRE_1_8 } }, async (world, spawnDaemon) => {
@@ -74,7 +74,7 @@ describe.concurrent('older Omni releases (child process)', () => {
       expect(downloads.length).toBeGreaterThan(0);
       expect(String(downloads[0]!.params.url)).toBe(`${world.omni.factoryUrl}/image/${schematic.id}/v1.9.5/nocloud-amd64.iso`);
     });
-  }, 60_000);
+  }, 120_000);
 
   it('current Omni: the schematic goes through CreateSchematicFromRaw with the Talos version, never to the factory directly', async ({ signal }) => {
     await withWorld({ signal }, async (world, spawnDaemon) => {
@@ -84,5 +84,5 @@ describe.concurrent('older Omni releases (child process)', () => {
       expect(world.omni.factory.requests.filter((r) => r.method === 'POST')).toHaveLength(0);
       expect(world.omni.callCounts()[methodPath(ManagementService.method.createSchematicFromRaw)]).toBe(1);
     });
-  }, 60_000);
+  }, 120_000);
 });

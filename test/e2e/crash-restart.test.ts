@@ -20,7 +20,7 @@ import {
 } from '../helpers/e2e.js';
 
 describe.concurrent('SIGKILL and restart (child process)', () => {
-  it.for(STEP_NAMES)('killed right after the %s checkpoint: one VM, PROVISIONED, nothing leaked after teardown', { timeout: 90_000 }, async (step, { signal }) => {
+  it.for(STEP_NAMES)('killed right after the %s checkpoint: one VM, PROVISIONED, nothing leaked after teardown', { timeout: 150_000 }, async (step, { signal }) => {
     await withWorld({ signal }, async (world, spawnDaemon) => {
       const { omni, sim } = world;
       const first = spawnDaemon();
@@ -101,5 +101,5 @@ describe.concurrent('SIGKILL and restart (child process)', () => {
       await deleteRequest(world, id);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
     });
-  }, 90_000);
+  }, 150_000);
 });

@@ -85,7 +85,7 @@ describe('daemon lifecycle (child process)', () => {
     expect(daemon.stdout + daemon.stderr).not.toContain(PROVIDER_TOKEN.tokenSecret);
     expect(daemon.stdout).not.toContain(omni.controllers.providerJoinToken);
     expect(daemon.stdout).not.toContain(machine.token);
-  }, 60_000);
+  }, 120_000);
 
   it('links MRS.id through the InfraMachineRegistration when a machine joins with the request token', async ({ signal }) => {
     world = await startWorld({ signal });
@@ -106,7 +106,7 @@ describe('daemon lifecycle (child process)', () => {
     await waitUntil(world, () => statusOf(omni, id)?.id === machine.uuid, { what: 'MRS.id to equal the joined machine' });
     expect(daemon.logs('machine registered; recording its UUID')).toHaveLength(1);
     expect(statusOf(omni, id)?.stage).toBe('PROVISIONED');
-  }, 60_000);
+  }, 120_000);
 
   it('stays quiet once settled: no writes to Omni while idle, not even after the machine joins (no event storm)', async ({ signal }) => {
     world = await startWorld({ signal });
@@ -130,5 +130,5 @@ describe('daemon lifecycle (child process)', () => {
     stopCounting();
     expect(writes).toEqual([]);
     expect(statusOf(omni, id)?.stage).toBe('PROVISIONED');
-  }, 60_000);
+  }, 120_000);
 });

@@ -64,7 +64,7 @@ describe.concurrent('Omni faults under a running daemon (child process)', () => 
       await deleteRequest(world, id);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
     });
-  }, 60_000);
+  }, 120_000);
 
   it('watch streams cut mid-provisioning: events during the gap (a new request, a teardown) are not lost, no step runs twice', async ({
     signal,
@@ -106,5 +106,5 @@ describe.concurrent('Omni faults under a running daemon (child process)', () => 
       await deleteRequest(world, second);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
     });
-  }, 60_000);
+  }, 120_000);
 });

@@ -58,7 +58,7 @@ describe.concurrent('SIGTERM (child process)', () => {
       await deleteRequest(world, id);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
     });
-  }, 60_000);
+  }, 120_000);
 
   it('while idle: exit 0 without reaching the bound, after logging that it stopped', async ({ signal }) => {
     await withWorld({ signal }, async (world, spawnDaemon) => {
@@ -70,5 +70,5 @@ describe.concurrent('SIGTERM (child process)', () => {
       expect(d.logs(BOUND_REACHED)).toHaveLength(0);
       expect(d.logs('stopped')).toHaveLength(1);
     });
-  }, 60_000);
+  }, 120_000);
 });
