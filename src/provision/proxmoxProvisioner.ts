@@ -275,6 +275,9 @@ export class ProxmoxProvisioner implements Provisioner {
       }
     }
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
+    // Field 4 is recorded before the download, as the Go provider does: its uploadISO, finding field 6 set and that
+    // task successful, ends without setting field 4, and its syncVM then looks the ISO up by field 4.
+    state.volumeId = `${image.cacheKey}.iso`;
     const volid = await this.#isos.ensureDownloaded({
       node: state.node,
       storage: state.isoStorage,

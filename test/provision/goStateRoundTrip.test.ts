@@ -79,6 +79,8 @@ function expectGoReadable(g: GoSpec, where: string): void {
   }
   if (g.vmid) expect(g.vmCreateTask, `${where}: field 11 comes with field 7 (else Go's syncVM creates a second VM)`).not.toBe('');
   if (g.vmStartTask) expect(g.vmid).toBeGreaterThan(0);
+  // Go's uploadISO ends without setting field 4 when the task in field 6 succeeded; its syncVM then needs field 4.
+  if (g.volumeUploadTask) expect(g.volumeId, `${where}: field 6 comes with field 4`).not.toBe('');
 }
 
 function vmsNamed(harness: PveHarness, id: string): number[] {
