@@ -150,16 +150,21 @@ export class IsoStore {
     return volid;
   }
 
-  /** Best-effort removal of seed ISOs; a missing file or storage is fine, other failures are logged. */
+  /**
+   * Removes seed ISOs by name; a file (or storage) that does not exist is fine. Throws when the storage cannot be
+   * listed or a file could not be removed (after trying every name): a teardown must be retried then, not release the
+   * request while its seed is still on the storage.
+   */
   async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<void> {
     if (!opts.storage || !opts.nodeHint) return;
     let content;
     try {
       content = await this.pve.storageContent(opts.nodeHint, opts.storage, { content: 'iso' });
     } catch (err) {
-      opts.log.warn({ storage: opts.storage, err: String(err) }, 'could not list ISO storage to remove the seed');
-      return;
+      if (isNotFound(err)) return;
+      throw new Error(`listing ISO storage ${opts.storage} on node ${opts.nodeHint} to remove the seed failed: ${errorText(err)}`, { cause: err });
     }
+    const failed: string[] = [];
     for (const name of opts.names) {
       const volid = `${opts.storage}:iso/${name}`;
       if (!content.some((c) => c.volid === volid)) continue;
@@ -169,8 +174,14 @@ export class IsoStore {
         opts.log.info({ volume: volid }, 'seed ISO removed');
       } catch (err) {
         if (isNotFound(err)) continue;
-        opts.log.warn({ volume: volid, err: err instanceof Error ? err.message : String(err) }, 'could not remove seed ISO');
+        opts.log.warn({ volume: volid, err: errorText(err) }, 'could not remove seed ISO');
+        failed.push(`${volid}: ${errorText(err)}`);
       }
     }
+    if (failed.length > 0) throw new Error(`could not remove seed ISO ${failed.join('; ')}`);
   }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -707,7 +707,12 @@ export class ProxmoxProvisioner implements Provisioner {
       );
       // Only ide0 changes; the boot order stays as created (the seed is data, not a boot device).
       await this.#pve.setVmConfig(state.node, state.vmid, { [SEED_ISO_SLOT]: desired });
-      for (const r of replaced) await this.#isos.removeSeeds({ nodeHint: state.node, storage: r.storage, names: [r.name], log: ctx.log });
+      for (const r of replaced) {
+        // Best effort: once ide0 holds ours, a retry no longer knows the replaced file (`seeds orphaned` lists it).
+        await this.#isos.removeSeeds({ nodeHint: state.node, storage: r.storage, names: [r.name], log: ctx.log }).catch((err: unknown) => {
+          ctx.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not remove the replaced seed ISO');
+        });
+      }
     }
     const upid = await this.#pve.startVm(state.node, state.vmid);
     // Field 8 is recorded as soon as Proxmox answered and kept once the VM runs, as the Go provider does: its startVM
@@ -768,7 +773,17 @@ export class ProxmoxProvisioner implements Provisioner {
       if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
     }
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
-    for (const a of attached) await this.#isos.removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
+    // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
+    // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
+    const seedFailures: string[] = [];
+    const removeSeeds = async (opts: Parameters<IsoStore['removeSeeds']>[0]): Promise<void> => {
+      try {
+        await this.#isos.removeSeeds(opts);
+      } catch (err) {
+        seedFailures.push(err instanceof Error ? err.message : String(err));
+      }
+    };
+    for (const a of attached) await removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
     if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
 
     if (state.seedUploadTask) {
@@ -780,12 +795,15 @@ export class ProxmoxProvisioner implements Provisioner {
     const names = [seedIsoFileName(requestId)];
     const seed = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
     if (seed && seed[1] !== state.isoStorage) {
-      await this.#isos.removeSeeds({ nodeHint, storage: seed[1]!, names: [seed[2]!], log });
+      await removeSeeds({ nodeHint, storage: seed[1]!, names: [seed[2]!], log });
     } else if (seed && !names.includes(seed[2]!)) {
       names.push(seed[2]!);
     }
     // Our seed is named after the request; the Go provider's (named after a VMID) only ever through a VM's config above.
-    if (state.isoStorage) await this.#isos.removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
+    if (state.isoStorage) await removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
+    if (seedFailures.length > 0) {
+      throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
+    }
   }
 
   /** Waits for a task of ours (bounded by `pendingCreateWaitMs`), then stops it if it still runs. */

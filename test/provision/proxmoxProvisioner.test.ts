@@ -195,6 +195,36 @@ describe('deprovision', () => {
     expect(h.sim.vm(vmid)).toBeUndefined();
   });
 
+  it('fails while the seed ISO cannot be removed (the finalizer stays), and the retry removes it', async () => {
+    // Found by the chaos run (seed 9): the DELETE of the seed was reset, the teardown logged it and released the
+    // request, and the seed stayed on the storage for good.
+    h = await startPveHarness();
+    const req = request('req-seed-stays', basicData);
+    const state = await runSteps(h.provisioner, req);
+    const seedRoute = '/nodes/{node}/storage/{storage}/content/{volume*}';
+    h.sim.faults.onRequest({ method: 'DELETE', route: seedRoute }, { kind: 'connReset' }, { times: Infinity });
+    await expect(h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger })).rejects.toThrow(
+      /could not remove seed ISO nfs-iso:iso\/omni-seed-req-seed-stays\.iso.*released once its seed ISO is removed/,
+    );
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(state.seedVolume);
+
+    h.sim.faults.clear();
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(state.seedVolume);
+  });
+
+  it('fails while the ISO storage cannot be listed to remove the seed', async () => {
+    h = await startPveHarness();
+    const req = request('req-seed-unlisted', basicData);
+    const state = await runSteps(h.provisioner, req);
+    h.sim.faults.onRequest({ method: 'GET', route: '/nodes/{node}/storage/{storage}/content' }, { kind: 'httpError', status: 503 }, { times: Infinity });
+    await expect(h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger })).rejects.toThrow(/listing ISO storage nfs-iso .* failed/);
+    h.sim.faults.clear();
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(state.seedVolume);
+  });
+
   it('stops a guest that ignores the shutdown request, then deletes it with purge', async () => {
     h = await startPveHarness();
     const req = request('req-stubborn', basicData);
