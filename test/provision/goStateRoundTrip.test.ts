@@ -216,6 +216,24 @@ describe('teardown never removes a file whose only link to the request is a reus
   });
 });
 
+it("Go stopped between its seed and its start: ours puts its own seed in ide0 and removes Go's, which only that VM used", async () => {
+  h = await startPveHarness();
+  const id = 'req-go-seeded';
+  const spec = await goModel(h, id).run(emptyGoSpec(), 'pickNode', 'syncVM');
+  // go-proxmox CloudInit without the start that follows it.
+  const { buildNoCloudSeed } = await import('../../src/proxmox/nocloud.js');
+  const name = `user-data-${spec.vmid}.iso`;
+  await waitForTask(h.pve, await h.pve.uploadFile(spec.node, 'local', { filename: name, content: 'iso', data: buildNoCloudSeed({ userData: 'x', instanceId: spec.uuid }) }));
+  await h.pve.setVmConfig(spec.node, spec.vmid, { tags: 'go-proxmox+cloud-init', ide0: `local:iso/${name},media=cdrom` });
+  const state = go2ours(spec);
+  await runOurs(h, id, state, 'syncVM', 'startVM');
+  expect(vmsNamed(h, id)).toEqual([spec.vmid]);
+  expect(String(h.sim.vm(spec.vmid)?.config.ide0)).toMatch(new RegExp(`^${state.seedVolume},media=cdrom`));
+  expect(isoNames(h)).toEqual([state.seedVolume]);
+  await h.provisioner.deprovision({ requestId: id, state, log: silentLogger });
+  expect(isoNames(h)).toEqual([]);
+});
+
 it('images: the ISO name ours records is the one Go computes', async () => {
   const img = await testImages.bootImage(SCHEMATIC, 'v1.11.5', 'amd64');
   h = await startPveHarness();
