@@ -234,6 +234,24 @@ it("Go stopped between its seed and its start: ours puts its own seed in ide0 an
   expect(isoNames(h)).toEqual([]);
 });
 
+it('a failed create or start task is cleared from fields 7/11 and 8 (Go would fail on that task forever); the retry then succeeds', async () => {
+  h = await startPveHarness();
+  const id = 'req-failed-tasks';
+  h.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'fail', message: 'lvcreate failed: not enough space' });
+  const checkpoints: MachineState[] = [];
+  const state = emptyMachineState();
+  await expect(runOurs(h, id, state, 'pickNode', 'syncVM', checkpoints)).rejects.toThrow(/not enough space/);
+  expect(checkpoints.at(-1)).toMatchObject({ vmCreateTask: '', vmid: 0, createVmid: 0 });
+  expectGoReadable(ours2go(checkpoints.at(-1)!), 'after the failed create');
+  await runOurs(h, id, state, 'syncVM', 'syncVM');
+  h.sim.faults.onTask({ type: 'qmstart' }, { kind: 'fail', message: 'start failed: QEMU exited with code 1' });
+  await expect(runOurs(h, id, state, 'startVM', 'startVM', checkpoints)).rejects.toThrow(/QEMU exited/);
+  expect(checkpoints.at(-1)?.vmStartTask).toBe('');
+  await runOurs(h, id, state, 'startVM', 'startVM');
+  expect(vmsNamed(h, id)).toEqual([state.vmid]);
+  expect(h.sim.vm(state.vmid)?.running).toBe(true);
+});
+
 it('images: the ISO name ours records is the one Go computes', async () => {
   const img = await testImages.bootImage(SCHEMATIC, 'v1.11.5', 'amd64');
   h = await startPveHarness();
