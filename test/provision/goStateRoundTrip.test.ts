@@ -88,7 +88,7 @@ function vmsNamed(harness: PveHarness, id: string): number[] {
 }
 
 function isoNames(harness: PveHarness): string[] {
-  return [...harness.sim.volumes('local', 'pve1'), ...harness.sim.volumes('nfs-iso')]
+  return [...harness.sim.volumes('local'), ...harness.sim.volumes('nfs-iso')]
     .map((v) => v.volid)
     .filter((v) => /:iso\/(user-data-|omni-seed-)/.test(v))
     .sort();
@@ -207,7 +207,7 @@ describe('teardown never removes a file whose only link to the request is a reus
     const go = goModel(h, 'req-go-seed');
     const spec = await go.run(emptyGoSpec(), 'pickNode', 'startVM');
     const ide0 = String(h.sim.vm(spec.vmid)?.config.ide0);
-    expect(ide0).toMatch(new RegExp(`^local:iso/user-data-${spec.vmid}\\.iso,media=cdrom`));
+    expect(ide0).toMatch(new RegExp(`^(local|nfs-iso):iso/user-data-${spec.vmid}\\.iso,media=cdrom`));
     const state = go2ours(spec);
     expect(state.isoStorage).toBe('');
     await h.provisioner.deprovision({ requestId: 'req-go-seed', state, log: silentLogger });
@@ -250,6 +250,27 @@ it('a failed create or start task is cleared from fields 7/11 and 8 (Go would fa
   await runOurs(h, id, state, 'startVM', 'startVM');
   expect(vmsNamed(h, id)).toEqual([state.vmid]);
   expect(h.sim.vm(state.vmid)?.running).toBe(true);
+});
+
+it('field 4 as older versions of ours wrote it (a full volume ID) and a Go state without iso_storage both create the VM with the right ISO', async () => {
+  h = await startPveHarness();
+  const legacy = await runOurs(h, 'req-legacy', emptyMachineState(), 'pickNode', 'uploadISO');
+  legacy.volumeId = `nfs-iso:iso/${legacy.volumeId}`;
+  legacy.isoStorage = '';
+  await runOurs(h, 'req-legacy', legacy, 'syncVM', 'syncVM');
+  expect(String(h.sim.vm(legacy.vmid)?.config.ide2)).toMatch(new RegExp(`^${legacy.isoStorage}:iso/${legacy.volumeId},media=cdrom`));
+  expect(legacy).toMatchObject({ isoStorage: 'nfs-iso', volumeId: expect.stringMatching(/^[0-9a-f]{64}\.iso$/) });
+
+  // A fresh cluster: the Talos ISO only where the Go provider put it (its first ISO storage, local).
+  await h.close();
+  h = await startPveHarness();
+  const spec = await goModel(h, 'req-go-iso').run(emptyGoSpec(), 'pickNode', 'uploadISO');
+  const state = go2ours(spec);
+  await runOurs(h, 'req-go-iso', state, 'syncVM', 'syncVM');
+  // Found where the Go provider put it (its first ISO storage in the order Proxmox listed them then).
+  const holders = ['local', 'nfs-iso'].filter((st) => h!.sim.volumes(st, spec.node).some((v) => v.volid === `${st}:iso/${spec.volumeId}`));
+  expect(holders).toContain(state.isoStorage);
+  expect(String(h.sim.vm(state.vmid)?.config.ide2)).toMatch(new RegExp(`^${state.isoStorage}:iso/${spec.volumeId},media=cdrom`));
 });
 
 it('images: the ISO name ours records is the one Go computes', async () => {
