@@ -100,6 +100,12 @@ function createTaskOf(state: MachineState, vmid: number): string | undefined {
   }
 }
 
+/**
+ * Field 109 between the record before a seed upload and Proxmox's answer: an upload may be running whose UPID is not
+ * known. Not a UPID (the Go provider never reads fields >= 100).
+ */
+export const SEED_UPLOAD_UNANSWERED = 'unanswered';
+
 function clearCreateIntent(state: MachineState): void {
   state.createVmid = 0;
   state.createNode = '';
@@ -678,23 +684,33 @@ export class ProxmoxProvisioner implements Provisioner {
       instanceId: state.uuid || request.id,
       ...(hostnameMode === 'request-id' ? { hostname: request.id } : {}),
     });
-    // Record before writing: the seed volume and its node before the upload, the upload's UPID once answered.
+    // Record before writing: the seed volume and its node before the upload, with field 109 saying that an upload is
+    // on its way (until Proxmox answers, a teardown cannot tell whether one runs), then the upload's UPID once answered.
     const filename = seedIsoFileName(request.id);
     state.seedVolume = `${state.isoStorage}:iso/${filename}`;
     state.seedNode = state.node;
-    state.seedUploadTask = '';
+    state.seedUploadTask = SEED_UPLOAD_UNANSWERED;
     await ctx.checkpoint();
-    state.seedVolume = await this.#isos.uploadSeed({
-      node: state.node,
-      storage: state.isoStorage,
-      filename,
-      data: seed,
-      signal: ctx.signal,
-      onStarted: async (upid) => {
-        state.seedUploadTask = upid;
-        await ctx.checkpoint();
-      },
-    });
+    try {
+      state.seedVolume = await this.#isos.uploadSeed({
+        node: state.node,
+        storage: state.isoStorage,
+        filename,
+        data: seed,
+        signal: ctx.signal,
+        onStarted: async (upid) => {
+          state.seedUploadTask = upid;
+          await ctx.checkpoint();
+        },
+      });
+    } catch (err) {
+      if (state.seedUploadTask === SEED_UPLOAD_UNANSWERED && !createMayHaveHappened(err)) {
+        // Proxmox refused the upload: none runs. Recorded as such when Omni can be reached.
+        state.seedUploadTask = '';
+        await ctx.checkpoint().catch(() => undefined);
+      }
+      throw err;
+    }
     state.seedUploadTask = '';
 
     const desired = formatPropertyString({ file: state.seedVolume, media: 'cdrom' }, formats.ide);
@@ -786,7 +802,11 @@ export class ProxmoxProvisioner implements Provisioner {
     for (const a of attached) await removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
     if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
 
-    if (state.seedUploadTask) {
+    if (state.seedUploadTask === SEED_UPLOAD_UNANSWERED) {
+      // An upload was sent and its answer lost (or the process died first): its task, if Proxmox started one, is not
+      // known. Give it the pending-create bound to finish before the seed is removed, so that it cannot appear after.
+      await this.#waitForUnansweredUpload(requestId, log, ctx.signal);
+    } else if (state.seedUploadTask) {
       // Our seed upload may still be running: the file must not appear after it was removed.
       await this.#finishOrStop(state.seedUploadTask, log, ctx.signal);
     }
@@ -804,6 +824,20 @@ export class ProxmoxProvisioner implements Provisioner {
     if (seedFailures.length > 0) {
       throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
     }
+  }
+
+  /** Waits out the pending-create bound (counted from when this process first saw it) for an upload of unknown task. */
+  async #waitForUnansweredUpload(requestId: string, log: Logger, signal: AbortSignal | undefined): Promise<void> {
+    const key = `${requestId}/seed upload`;
+    const since = this.#unresolvedSince.get(key) ?? this.#clock.now();
+    this.#unresolvedSince.set(key, since);
+    const remaining = (this.#opts.pendingCreateWaitMs ?? 60_000) - (this.#clock.now() - since);
+    if (remaining > 0) {
+      log.info({ waitMs: remaining }, 'seed upload of this request whose answer was lost; waiting for it before removing the seed');
+      await this.#clock.sleep(remaining, signal);
+      signal?.throwIfAborted();
+    }
+    this.#unresolvedSince.delete(key);
   }
 
   /** Waits for a task of ours (bounded by `pendingCreateWaitMs`), then stops it if it still runs. */

@@ -2,9 +2,11 @@
 // syncVM settle a create or a seed upload whose outcome was never confirmed. Against the simulator over HTTPS; the
 // controller's checkpoint is stood in for by a copy of the state taken at each checkpoint (what Omni would hold).
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/log.js';
 import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
+import { SEED_UPLOAD_UNANSWERED } from '../../src/provision/proxmoxProvisioner.js';
 import { basicData, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+import { Changes, waitFor } from '../helpers/wait.js';
 
 let h: PveHarness | undefined;
 afterEach(async () => {
@@ -190,6 +192,7 @@ describe('write-ahead record of the seed upload', () => {
     h.sim.faults.onTask({ type: 'imgcopy' }, { kind: 'stuck' }, { times: Infinity });
     const harness = h;
     let uploadsBeforeRecord = -1;
+    let recordedBefore: MachineState | undefined;
     const abort = new AbortController();
     let persisted: MachineState | undefined;
     await runSteps(harness.provisioner, request('req-seed', basicData), emptyMachineState(), {
@@ -198,12 +201,14 @@ describe('write-ahead record of the seed upload', () => {
       checkpoint: (s) => {
         persisted = structuredClone(s);
         if (s.seedVolume !== '' && uploadsBeforeRecord < 0) {
+          recordedBefore = structuredClone(s);
           uploadsBeforeRecord = harness.sim.requests.filter((r) => r.route === '/nodes/{node}/storage/{storage}/upload').length;
         }
-        if (s.seedUploadTask !== '') abort.abort(new Error('stopped by the test'));
+        if (s.seedUploadTask.startsWith('UPID:')) abort.abort(new Error('stopped by the test'));
       },
     }).catch(() => undefined);
     expect(uploadsBeforeRecord).toBe(0);
+    expect(recordedBefore).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed.iso', seedUploadTask: SEED_UPLOAD_UNANSWERED });
     expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed.iso', seedNode: persisted!.node });
     expect(persisted!.seedUploadTask).toMatch(/^UPID:.*:imgcopy:/);
 
@@ -214,5 +219,45 @@ describe('write-ahead record of the seed upload', () => {
     expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain('nfs-iso:iso/omni-seed-req-seed.iso');
     expect(harness.sim.tasks({ type: 'imgcopy' })[0]?.exitstatus).toBe('received interrupt');
     expect(ourVms(harness, 'req-seed')).toEqual([]);
+  });
+
+  it('an upload whose answer was lost is waited for (bounded) before the seed is removed: the seed cannot appear after the teardown', async () => {
+    // The upload is applied but its answer lost (connection reset), and its task is still copying when the teardown
+    // runs: no UPID was recorded, so the teardown cannot wait for that task; it waits out the bound instead.
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 600_000 } });
+    const harness = h;
+    harness.sim.faults.onTask({ type: 'imgcopy' }, { kind: 'stuck' });
+    harness.sim.faults.onRequest({ method: 'POST', route: '/nodes/{node}/storage/{storage}/upload' }, { kind: 'lostResponse', mode: 'reset' });
+    const { persisted, error } = await runUntilCheckpoint(harness, 'req-seed-lost', () => false);
+    expect(String(error)).toMatch(/startVM: .*upload.*may have been executed/);
+    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed-lost.iso', seedUploadTask: SEED_UPLOAD_UNANSWERED });
+    expect(harness.sim.tasks({ type: 'imgcopy', status: 'running' })).toHaveLength(1);
+
+    const waiting = new Changes();
+    const said: string[] = [];
+    const log = { ...silentLogger, info: (_obj: unknown, msg?: string) => { said.push(msg ?? ''); waiting.notify(); }, child: () => log } as unknown as Logger;
+    const teardown = harness.provisioner.deprovision({ requestId: 'req-seed-lost', state: persisted, log });
+    await waitFor(() => said.some((m) => /seed upload of this request whose answer was lost/.test(m)), { what: 'the teardown to wait for the upload', on: [waiting.trigger] });
+    // The upload ends while the teardown waits: its file appears, and is removed once the bound has passed.
+    expect(harness.sim.releaseStuckTasks({ type: 'imgcopy' })).toBe(1);
+    await harness.sim.settle();
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).toContain('nfs-iso:iso/omni-seed-req-seed-lost.iso');
+    await teardown;
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain('nfs-iso:iso/omni-seed-req-seed-lost.iso');
+    expect(ourVms(harness, 'req-seed-lost')).toEqual([]);
+  });
+
+  it('an upload Proxmox refused clears the record: the teardown does not wait', async () => {
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 600_000_000 } });
+    const harness = h;
+    harness.sim.faults.onRequest(
+      { method: 'POST', route: '/nodes/{node}/storage/{storage}/upload' },
+      { kind: 'httpError', status: 403, message: 'Permission check failed (/storage/nfs-iso, Datastore.AllocateTemplate)' },
+    );
+    const { persisted, error } = await runUntilCheckpoint(harness, 'req-seed-refused', () => false);
+    expect(String(error)).toMatch(/startVM: Permission check failed/);
+    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed-refused.iso', seedUploadTask: '' });
+    await harness.provisioner.deprovision({ requestId: 'req-seed-refused', state: persisted, log: silentLogger });
+    expect(ourVms(harness, 'req-seed-refused')).toEqual([]);
   });
 });

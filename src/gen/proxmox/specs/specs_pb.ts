@@ -123,8 +123,9 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   createNode: string;
 
   /**
-   * Write-ahead record of the NoCloud seed upload: seed_volume (field 101) and the node it is uploaded to are
-   * persisted before the upload, the upload task's UPID as soon as Proxmox answered (cleared once it finished).
+   * Write-ahead record of the NoCloud seed upload: seed_volume (field 101), the node it is uploaded to and
+   * seed_upload_task = "unanswered" are persisted before the upload, the upload task's UPID as soon as Proxmox
+   * answered (cleared once it finished, or when Proxmox refused the upload).
    *
    * @generated from field: string seed_node = 108;
    */
