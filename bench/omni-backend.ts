@@ -3,6 +3,7 @@
 // Omni; test/conformance adapts upstream's COSI server (conformance/omni-harness) to the same shape.
 import { fromBinary } from '@bufbuild/protobuf';
 import { MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '../src/gen/omni/specs/infra_pb.js';
+import { MachineSpecSchema, type MachineSpec } from '../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../src/log.js';
 import { startInProcessOmni } from '../src/sim/omni/index.js';
 import { NS, TYPES } from '../src/sim/omni/resources.js';
@@ -32,6 +33,11 @@ export interface OmniBackend {
   callCounts(): Promise<Record<string, number>>;
   /** Schematics the fake factory registered (YAML as received); empty when the backend cannot tell. */
   schematics(): Array<{ id: string; yaml: string; via: string }>;
+  /**
+   * Calls `listener` synchronously as each write of a provider's private state lands (the in-process Omni only), before
+   * the writer gets its answer: a test can stop the writer exactly at a recorded step boundary. Returns the unsubscribe.
+   */
+  onPrivateStateWrite?(providerId: string, listener: (id: string, spec: MachineSpec) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -61,6 +67,15 @@ export async function startInProcessOmniBackend(providerId: string): Promise<Omn
     deleteMachineRequest: (id, timeoutMs) => omni.controllers.deleteMachineRequest(id, AbortSignal.timeout(timeoutMs)),
     callCounts: async () => omni.callCounts(),
     schematics: () => omni.factory.registry.all().map((x) => ({ id: x.id, yaml: x.yaml, via: x.via })),
+    onPrivateStateWrite: (id, listener) => {
+      const [ns, type] = [`infra-provider:${id}`, `Machine.${id}.infraprovider.sidero.dev`];
+      return omni.store.onChange((event) => {
+        const r = event.resource;
+        if (event.type !== 'created' && event.type !== 'updated') return;
+        if (!r || r.metadata.namespace !== ns || r.metadata.type !== type) return;
+        listener(r.metadata.id, fromBinary(MachineSpecSchema, r.spec.protoSpec));
+      });
+    },
     close: () => omni.close(),
   };
 }

@@ -149,3 +149,49 @@ export async function findRequestVm(
   }
   return { pending };
 }
+
+/** The ISO volumes (`<storage>:iso/<file>`) a VM config holds in its CD-ROM slots (ide/sata/scsi, `media=cdrom`). */
+export function cdromIsos(config: Record<string, unknown>): Array<{ storage: string; name: string }> {
+  const out: Array<{ storage: string; name: string }> = [];
+  for (const [key, value] of Object.entries(config)) {
+    if (!/^(ide|sata|scsi)\d+$/.test(key) || typeof value !== 'string') continue;
+    let drive;
+    try {
+      drive = parsePropertyString(value, formats.ide);
+    } catch {
+      continue;
+    }
+    if (drive.media !== 'cdrom' || typeof drive.file !== 'string') continue;
+    const m = /^([^:]+):iso\/(.+)$/.exec(drive.file);
+    if (m) out.push({ storage: m[1]!, name: m[2]! });
+  }
+  return out;
+}
+
+/**
+ * The VMs a provider created for this request without recording them. The Go provider chooses the SMBIOS UUID inside
+ * syncVM and records it (with the create's UPID) only after its create call returned, so a Go provider stopped in
+ * between leaves a VM that no private state names. Such a VM is recognised by everything the request did record: it
+ * is named after the request, carries an SMBIOS UUID, and boots the Talos ISO this request downloaded (`bootIso`, the
+ * bare file name of field 4) from a CD-ROM slot. `pending` lists creates still running that nobody identified.
+ */
+export async function findUnrecordedCreates(
+  pve: PveClient,
+  requestId: string,
+  bootIso: string,
+  opts: { ignoreCreating?: ReadonlySet<number> } = {},
+): Promise<{ vms: Array<OwnedVm & { uuid: string }>; pending: number[] }> {
+  const vms = (await pve.clusterResources('vm')).filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
+  const pending = vms
+    .filter((v) => v.lock === 'create' && !opts.ignoreCreating?.has(v.vmid as number))
+    .map((v) => v.vmid as number);
+  const out: Array<OwnedVm & { uuid: string }> = [];
+  if (!bootIso) return { vms: out, pending };
+  for (const v of vms.filter((x) => x.name === requestId && x.lock !== 'create')) {
+    const config = await readConfig(pve, v.node as string, v.vmid as number);
+    const uuid = config ? smbiosUuidOf(config) : undefined;
+    if (!config || !uuid || !cdromIsos(config).some((iso) => iso.name === bootIso)) continue;
+    out.push({ vmid: v.vmid as number, node: v.node as string, config, uuid });
+  }
+  return { vms: out, pending };
+}

@@ -20,7 +20,7 @@ import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
-import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
+import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
 import type { MachineState } from './machineState.js';
@@ -269,6 +269,9 @@ export class ProxmoxProvisioner implements Provisioner {
   async uploadIso(ctx: StepContext): Promise<StepResult> {
     const { state } = ctx;
     this.#requireNode(state);
+    // Resuming a Go provider that may have created the VM already: field 4 still names the ISO that VM boots.
+    const adopted = await this.#unrecordedGoCreate(ctx);
+    if (adopted) return adopted;
     const image = await this.#images.bootImage(state.schematic, state.talosVersion || ctx.request.talosVersion, this.#opts.arch ?? 'amd64');
     if (state.volumeUploadTask) {
       // A download this request started earlier (before a crash or a failed wait): let it finish instead of starting
@@ -345,6 +348,8 @@ export class ProxmoxProvisioner implements Provisioner {
     const { state, request } = ctx;
     this.#requireNode(state);
     if (!state.uuid) {
+      const found = await this.#unrecordedGoCreate(ctx);
+      if (found) return found;
       // State written by an older provider before it chose a UUID: persist one before creating anything.
       state.uuid = randomUUID();
       return retryAfter(0);
@@ -413,9 +418,7 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     if (found.pending.length > 0) {
       // Creates nobody recorded (another client, or a provider version without write-ahead intent).
-      const since = this.#pendingSince.get(request.id) ?? Date.now();
-      this.#pendingSince.set(request.id, since);
-      if (Date.now() - since < (this.#opts.pendingCreateWaitMs ?? 60_000)) {
+      if (!this.#pendingWaitOver(request.id)) {
         return retryAfter(2_000, `waiting for VM(s) ${found.pending.join(', ')} still being created to tell whether one is ours`);
       }
     }
@@ -779,6 +782,18 @@ export class ProxmoxProvisioner implements Provisioner {
       // Also by name + SMBIOS UUID: a VM of ours nothing recorded (a provider version without write-ahead intent).
       const found = await findRequestVm(this.#pve, requestId, state.uuid);
       if (found.vm && !targets.has(found.vm.vmid)) targets.set(found.vm.vmid, found.vm.node);
+    } else if (!state.vmid && !state.createVmid && state.volumeId) {
+      // A Go-written state past uploadISO without a UUID: the Go provider may have been stopped between its create call
+      // and its record (see syncVm). Its VM is found by name, SMBIOS UUID present and this request's Talos ISO.
+      const left = await findUnrecordedCreates(this.#pve, requestId, state.volumeId, { ignoreCreating: this.#creating });
+      if (left.vms.length === 0 && left.pending.length > 0 && !this.#pendingWaitOver(`teardown/${requestId}`)) {
+        throw new Error(`waiting for VM(s) ${left.pending.join(', ')} still being created to tell whether one is this request's`);
+      }
+      this.#pendingSince.delete(`teardown/${requestId}`);
+      for (const vm of left.vms) {
+        log.warn({ vmid: vm.vmid, node: vm.node }, 'found a VM an earlier provider created for this request without recording it; deleting it');
+        targets.set(vm.vmid, vm.node);
+      }
     }
     // Seeds attached to the VMs about to be deleted: read from their CD-ROM slots first, removed once the VM is gone.
     // A file is removed only when the VM's own config points at it and it is a seed (the Go provider's
@@ -898,6 +913,47 @@ export class ProxmoxProvisioner implements Provisioner {
     }
   }
 
+  /**
+   * For a state the Go provider wrote past uploadISO (field 4 set, no UUID): the Go provider chooses the UUID inside
+   * syncVM and records it only after its create call returned, so a Go provider stopped in between left a VM nothing
+   * records. Finds it (named after the request, an SMBIOS UUID, booting the Talos ISO field 4 names) and adopts it:
+   * its UUID, VMID and node are recorded and `done` returned. A retry while unidentified creates are still running
+   * (bounded by the pending-create wait), a permanent failure when several VMs fit; undefined when there is none.
+   */
+  async #unrecordedGoCreate(ctx: StepContext): Promise<StepResult | undefined> {
+    const { state, request } = ctx;
+    if (state.uuid || state.vmid || state.createVmid || !state.volumeId) return undefined;
+    const left = await findUnrecordedCreates(this.#pve, request.id, state.volumeId, { ignoreCreating: this.#creating });
+    if (left.vms.length > 1) {
+      throw new StepFailure(
+        `VMs ${left.vms.map((v) => `${v.vmid} (${v.node})`).join(', ')} are all named after this request and boot its Talos ISO, ` +
+          'but no private state records any of them: delete the extra ones in Proxmox (keep one) and the request resumes',
+      );
+    }
+    if (left.vms.length === 1) {
+      const vm = left.vms[0]!;
+      ctx.log.warn({ vmid: vm.vmid, node: vm.node }, 'found the VM an earlier provider created for this request without recording it; adopting it');
+      this.#pendingSince.delete(request.id);
+      state.uuid = vm.uuid;
+      state.vmid = vm.vmid;
+      state.node = vm.node;
+      this.ledger.release(request.id);
+      return done;
+    }
+    if (left.pending.length > 0 && !this.#pendingWaitOver(request.id)) {
+      return retryAfter(2_000, `waiting for VM(s) ${left.pending.join(', ')} still being created to tell whether one is this request's`);
+    }
+    this.#pendingSince.delete(request.id);
+    return undefined;
+  }
+
+  /** Whether the pending-create bound has passed since this process first waited for unidentified creates for `key`. */
+  #pendingWaitOver(key: string): boolean {
+    const since = this.#pendingSince.get(key) ?? this.#clock.now();
+    this.#pendingSince.set(key, since);
+    return this.#clock.now() - since >= (this.#opts.pendingCreateWaitMs ?? 60_000);
+  }
+
   #requireNode(state: MachineState): void {
     if (!state.node) throw new StepFailure('no node recorded for this request; pickNode must run first');
   }
@@ -908,22 +964,7 @@ export class ProxmoxProvisioner implements Provisioner {
  * our `omni-seed-<request>.iso` of this request. The boot ISO (a shared cache) and anything else are not seeds.
  */
 export function attachedSeeds(config: Record<string, unknown>, vmid: number, requestId: string): Array<{ storage: string; name: string }> {
-  const out: Array<{ storage: string; name: string }> = [];
-  for (const [key, value] of Object.entries(config)) {
-    if (!/^(ide|sata|scsi)\d+$/.test(key) || typeof value !== 'string') continue;
-    let drive;
-    try {
-      drive = parsePropertyString(value, formats.ide);
-    } catch {
-      continue;
-    }
-    if (drive.media !== 'cdrom' || typeof drive.file !== 'string') continue;
-    const m = /^([^:]+):iso\/(.+)$/.exec(drive.file);
-    if (!m) continue;
-    const name = m[2]!;
-    if (name === goSeedFileName(vmid) || name === seedIsoFileName(requestId)) out.push({ storage: m[1]!, name });
-  }
-  return out;
+  return cdromIsos(config).filter((iso) => iso.name === goSeedFileName(vmid) || iso.name === seedIsoFileName(requestId));
 }
 
 /** Whether a drive value (`<volid>,media=cdrom[,size=..]`) has `volid` in its CD drive. */

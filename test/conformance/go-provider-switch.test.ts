@@ -3,14 +3,16 @@
 // tears it down. The in-process Omni and the Proxmox simulator (HTTPS on 127.0.0.1) are shared by both processes.
 // A provider is held at a boundary by a Proxmox task that does not end (`stuck`: the Talos ISO download, the VM create,
 // the VM start) and then killed (SIGKILL, as a crash); the task is released before the other provider starts.
-// Boundaries before uploadISO make no Proxmox write and cannot be held this way: test/provision/goStateRoundTrip.test.ts
-// covers them with a model of the Go provider. Skipped, loudly, when the Go binary is absent.
+// The boundaries before uploadISO make no Proxmox write: there the provider is killed (SIGKILL) from inside the
+// in-process Omni, the moment the private-state write recording that step's result (node, then schematic) is applied
+// and before its answer is sent. Skipped, loudly, when the Go binary is absent.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BENCH_PROVIDER_DATA, BENCH_TOKEN, benchFixture } from '../../bench/fixture.js';
 import { startInProcessOmniBackend, type OmniBackend } from '../../bench/omni-backend.js';
 import { startOutboundGuard } from '../../bench/outbound-guard.js';
 import { startProviderProcess, upstreamUnavailableReason, upstreamVersionLabel } from '../../bench/provider-process.js';
+import type { MachineSpec } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../../src/log.js';
 import { PveClient } from '../../src/proxmox/client.js';
 import { deleteOrphanedSeeds } from '../../src/provision/orphanSeeds.js';
@@ -188,26 +190,68 @@ function seedIsos(w: World): string[] {
 }
 
 const TEST_MS = 240_000;
-const BOUNDARIES = [
+type Boundary =
+  /** Held by a Proxmox task that does not end, killed once the task is recorded and polled. */
+  | { name: string; task: string }
+  /** Killed (SIGKILL) the moment Omni applies the private-state write that records `field`, before the answer. */
+  | { name: string; record: 'node' | 'schematic' }
+  /** Killed once the request is PROVISIONED. */
+  | { name: string; done: true };
+const BOUNDARIES: Boundary[] = [
+  { name: 'the end of pickNode', record: 'node' },
+  { name: 'the end of createSchematic', record: 'schematic' },
   { name: 'the Talos ISO download', task: 'download' },
   { name: 'the VM create', task: 'qmcreate' },
   { name: 'the VM start', task: 'qmstart' },
-  { name: 'provisioned', task: undefined },
-] as const;
+  { name: 'provisioned', done: true },
+];
+const label = (b: Boundary) => ('task' in b ? b.task : 'record' in b ? b.record : 'done');
+
+/**
+ * Holds or stops `who` (started by `start`) at boundary `b` for request `id`, and resolves once it is dead and any
+ * held task released: what Proxmox and Omni hold then is what the provider recorded at that boundary.
+ */
+async function stopAt(w: World, b: Boundary, id: string, start: () => Promise<Proc> | Proc, create: () => Promise<void>): Promise<Proc> {
+  if ('task' in b) w.sim.faults.onTask({ type: b.task }, { kind: 'stuck' });
+  let who: Proc | undefined;
+  let atKill: MachineSpec | undefined;
+  let killed: Promise<void> | undefined;
+  let markKilled: () => void = () => {};
+  const recorded = new Promise<void>((res) => (markKilled = res));
+  const off =
+    'record' in b
+      ? w.omni.onPrivateStateWrite!(PROVIDER_ID, (rid, spec) => {
+          if (rid !== id || killed || !who || !spec[b.record]) return;
+          process.kill(who.pid, 'SIGKILL');
+          atKill = spec;
+          killed = who.kill();
+          markKilled();
+        })
+      : () => {};
+  who = await start();
+  await create();
+  try {
+    if ('task' in b) await taskRecorded(w, b.task);
+    else if ('done' in b) await provisioned(w, id, who);
+    else await recorded;
+  } finally {
+    off();
+  }
+  // Killed at the end of pickNode: nothing of createSchematic recorded yet; at the end of createSchematic: nothing of
+  // uploadISO (no ISO named, no task).
+  if ('record' in b) expect(b.record === 'node' ? atKill?.schematic : atKill?.volumeId, JSON.stringify(atKill)).toBe('');
+  await (killed ?? who.kill());
+  if ('task' in b) w.sim.releaseStuckTasks({ type: b.task });
+  await w.sim.settle();
+  return who;
+}
 
 describe.skipIf(goMissing !== undefined)('Go stops, ours takes over, ours tears down', () => {
   for (const b of BOUNDARIES) {
     it(`Go stopped at ${b.name}: one VM; no write to a VM Go started; after our teardown no VM and no seed`, async () => {
       const w = (world = await startWorld());
-      const id = `go2ours-${b.task ?? 'done'}`;
-      if (b.task) w.sim.faults.onTask({ type: b.task }, { kind: 'stuck' });
-      const go = await startGo(w);
-      await w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA });
-      if (b.task) await taskRecorded(w, b.task);
-      else await provisioned(w, id, go);
-      await go.kill();
-      if (b.task) w.sim.releaseStuckTasks({ type: b.task });
-      await w.sim.settle();
+      const id = `go2ours-${label(b)}`;
+      await stopAt(w, b, id, () => startGo(w), () => w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA }));
       const goVm = vmsOf(w, id);
       const goStarted = goVm.length === 1 && w.sim.vm(goVm[0]!)?.running === true;
       const writesBefore = writeCalls(w.sim).length;
@@ -231,15 +275,8 @@ describe.skipIf(goMissing !== undefined)('ours stops, Go takes over, Go tears do
   for (const b of BOUNDARIES) {
     it(`ours stopped at ${b.name}: one VM; after Go's teardown no VM, and our seed only until the documented clean-up`, async () => {
       const w = (world = await startWorld());
-      const id = `ours2go-${b.task ?? 'done'}`;
-      if (b.task) w.sim.faults.onTask({ type: b.task }, { kind: 'stuck' });
-      const ours = startOurs(w);
-      await w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA });
-      if (b.task) await taskRecorded(w, b.task);
-      else await provisioned(w, id, ours);
-      await ours.kill();
-      if (b.task) w.sim.releaseStuckTasks({ type: b.task });
-      await w.sim.settle();
+      const id = `ours2go-${label(b)}`;
+      await stopAt(w, b, id, () => startOurs(w), () => w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA }));
       const oursVm = vmsOf(w, id);
 
       const go = await startGo(w);
@@ -254,9 +291,51 @@ describe.skipIf(goMissing !== undefined)('ours stops, Go takes over, Go tears do
       // Go's teardown removes its own user-data-<vmid>.iso (tagged VM) but never our omni-seed-*.iso: what is left is
       // exactly ours, and `seeds orphaned --delete` (docs/operations.md) removes it.
       expect(seedIsos(w).filter((v) => v.includes('user-data-'))).toEqual([]);
-      if (b.task === 'qmstart' || b.task === undefined) expect(seedIsos(w)).toEqual([`local:iso/omni-seed-${id}.iso`]);
+      if (label(b) === 'qmstart' || label(b) === 'done') expect(seedIsos(w)).toEqual([`local:iso/omni-seed-${id}.iso`]);
       await deleteOrphanedSeeds(w.client, { minAgeSeconds: 0 });
       expect(seedIsos(w)).toEqual([]);
     }, TEST_MS);
   }
+});
+
+describe.skipIf(goMissing !== undefined)('the Go provider killed between its create call and its record', () => {
+  it('ours adopts the VM no state records (its UUID, no second VM); our teardown removes it', async () => {
+    const w = (world = await startWorld());
+    const id = 'go-lost-create';
+    let go: Proc | undefined;
+    let killed: Promise<void> | undefined;
+    const created = new Promise<void>((resolve) => {
+      const off = w.sim.onChange((r) => {
+        if (killed || !go || r?.method !== 'POST' || r.route !== '/nodes/{node}/qemu' || r.status !== 200) return;
+        // The create is applied (the VM is being created); Go has not had the answer yet, so it cannot have recorded
+        // the UUID, the VMID or the task.
+        process.kill(go.pid, 'SIGKILL');
+        killed = go.kill();
+        off();
+        resolve();
+      });
+    });
+    // The create task runs until released: ours meets the VM while Proxmox is still creating it.
+    w.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' });
+    go = await startGo(w);
+    await w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA });
+    await created;
+    await killed;
+    const goVm = [...w.sim.state.vms.values()].filter((vm) => vm.config.get('lock') === 'create').map((vm) => vm.vmid);
+    expect(goVm).toHaveLength(1);
+
+    const ours = startOurs(w);
+    // Ours says why it waits (MachineRequestStatus.error) instead of creating a second VM.
+    while (!(await w.omni.requestStages()).get(id)?.error.includes('still being created to tell whether one is this request')) {
+      await new Promise((r) => setTimeout(r, w.omni.pollMs));
+    }
+    expect(w.sim.vm(goVm[0]!)?.config.lock).toBe('create');
+    w.sim.releaseStuckTasks({ type: 'qmcreate' });
+    await provisioned(w, id, ours);
+    expect(vmsOf(w, id), ours.output()).toEqual(goVm);
+    expect(ours.output()).toContain('without recording it; adopting it');
+    await w.omni.deleteMachineRequest(id, TEST_MS);
+    expect(vmsOf(w, id)).toEqual([]);
+    expect(seedIsos(w), ours.output()).toEqual([]);
+  }, TEST_MS);
 });

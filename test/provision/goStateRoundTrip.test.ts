@@ -281,3 +281,74 @@ it('images: the ISO name ours records is the one Go computes', async () => {
   const g = await goModel(h, 'req-name').run(emptyGoSpec(), 'pickNode', 'uploadISO');
   expect(g.volumeId).toBe(s.volumeId);
 });
+
+describe('the Go provider stopped between its create call and its record (it chooses the UUID inside syncVM)', () => {
+  /** Go's state as last recorded (after uploadISO), and the VM its unrecorded syncVM created. */
+  async function goCrashedInCreate(harness: PveHarness, id: string): Promise<{ recorded: GoSpec; lost: GoSpec }> {
+    const go = goModel(harness, id);
+    const recorded = await go.run(emptyGoSpec(), 'pickNode', 'uploadISO');
+    const lost = await go.run(structuredClone(recorded), 'syncVM', 'syncVM');
+    expect(recorded.uuid).toBe('');
+    expect(lost.vmid).toBeGreaterThan(0);
+    return { recorded, lost };
+  }
+
+  for (const from of ['uploadISO', 'syncVM'] as const) {
+    it(`ours, resuming at ${from}, adopts that VM (its UUID, no second create or download) and its teardown removes it`, async () => {
+      h = await startPveHarness();
+      const id = `req-go-lost-${from.toLowerCase()}`;
+      const { recorded, lost } = await goCrashedInCreate(h, id);
+      const downloads = h.sim.tasks({ type: 'download' }).length;
+      const state = go2ours(recorded);
+      await runOurs(h, id, state, from, 'startVM');
+      expect(vmsNamed(h, id)).toEqual([lost.vmid]);
+      expect(state).toMatchObject({ uuid: lost.uuid, vmid: lost.vmid });
+      expect(h.sim.requests.filter((r) => r.method === 'POST' && /\/qemu$/.test(r.path))).toHaveLength(1);
+      expect(h.sim.tasks({ type: 'download' })).toHaveLength(downloads);
+      expect(h.sim.vm(lost.vmid)?.running).toBe(true);
+      await h.provisioner.deprovision({ requestId: id, state, log: silentLogger });
+      expect(vmsNamed(h, id)).toEqual([]);
+      expect(isoNames(h)).toEqual([]);
+    });
+  }
+
+  it('a teardown from that record removes the VM nothing recorded', async () => {
+    h = await startPveHarness();
+    const id = 'req-go-lost-teardown';
+    const { recorded, lost } = await goCrashedInCreate(h, id);
+    await h.provisioner.deprovision({ requestId: id, state: go2ours(recorded), log: silentLogger });
+    expect(h.sim.vm(lost.vmid)).toBeUndefined();
+  });
+
+  it('a VM that is only named after the request (it does not boot this request Talos ISO) is neither adopted nor deleted', async () => {
+    h = await startPveHarness();
+    const id = 'req-go-lookalike';
+    const recorded = await goModel(h, id).run(emptyGoSpec(), 'pickNode', 'uploadISO');
+    const foreign = h.sim.externalCreateVm({ node: 'pve2', name: id });
+    h.sim.state.vms.get(foreign)!.config.set('smbios1', 'uuid=0b6c3c2e-8f51-4a43-9d37-1b2a6a0f0c11');
+    const before = structuredClone([...h.sim.state.vms.get(foreign)!.config]);
+    const state = go2ours(recorded);
+    await runOurs(h, id, state, 'syncVM', 'startVM');
+    expect(vmsNamed(h, id).sort()).toEqual([foreign, state.vmid].sort());
+    expect(state.vmid).not.toBe(foreign);
+    await h.provisioner.deprovision({ requestId: id, state, log: silentLogger });
+    expect(vmsNamed(h, id)).toEqual([foreign]);
+    expect([...h.sim.state.vms.get(foreign)!.config]).toEqual(before);
+  });
+
+  it('two VMs that both look like it: the request fails and names them instead of choosing', async () => {
+    h = await startPveHarness();
+    const id = 'req-go-lost-twice';
+    const { recorded, lost } = await goCrashedInCreate(h, id);
+    // A second one like it (say, a clone an operator made): same name, an SMBIOS UUID, the same Talos ISO.
+    const again = { vmid: h.sim.externalCreateVm({ node: 'pve1', name: id }) };
+    const config = h.sim.state.vms.get(again.vmid)!.config;
+    config.set('smbios1', 'uuid=5d0c1f8e-2b7a-4c39-8e61-0f3b9a7d2c44');
+    config.set('ide2', String(h.sim.vm(lost.vmid)!.config.ide2));
+    const state = go2ours(recorded);
+    await expect(runOurs(h, id, state, 'syncVM', 'syncVM')).rejects.toThrow(
+      new RegExp(`VMs (${lost.vmid}|${again.vmid}) \\(pve1\\), (${lost.vmid}|${again.vmid}) \\(pve1\\) are all named after this request`),
+    );
+    expect(vmsNamed(h, id).sort()).toEqual([lost.vmid, again.vmid].sort());
+  });
+});
