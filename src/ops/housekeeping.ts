@@ -305,7 +305,7 @@ export interface HousekeepingPass {
   failures: string[];
 }
 
-/** Runs a pass every `intervalSeconds` (the first one a few seconds after start); removes only what the settings allow. */
+/** Runs a pass every `intervalSeconds` (the first one 10 s after start); removes only what the settings allow. */
 export class Housekeeper {
   readonly #o: HousekeeperOptions;
   readonly #now: () => number;
@@ -323,7 +323,7 @@ export class Housekeeper {
     this.#now = opts.now ?? Date.now;
   }
 
-  start(firstDelayMs = 5_000): void {
+  start(firstDelayMs = 10_000): void {
     if (this.#o.settings.intervalSeconds <= 0 || this.#stopped) return;
     const tick = (delay: number): void => {
       this.#timer = setTimeout(() => {

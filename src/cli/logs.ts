@@ -1,0 +1,1 @@
+export default async (_argv: string[]): Promise<number> => 0;
