@@ -220,3 +220,14 @@ describe('housekeeping', () => {
     expect(isoNames('nfs-iso')).toContain(`iso/${OLD_TALOS}`);
   });
 });
+
+describe('docs', () => {
+  it('operations.md documents every housekeeping metric, setting and log line', async () => {
+    const { readFileSync } = await import('node:fs');
+    const doc = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8');
+    const m = createHousekeepingMetrics(new MetricsRegistry());
+    for (const metric of Object.values(m)) expect(doc, metric.name).toContain(`\`${metric.name}\``);
+    for (const key of Object.keys(DEFAULT_HOUSEKEEPING)) if (key !== 'intervalSeconds') expect(doc, key).toContain(`${key}:`);
+    for (const line of ['orphaned VM: …', 'unused seed ISO: …', 'unused Talos ISO: …', 'orphaned VM removed']) expect(doc).toContain(line);
+  });
+});
