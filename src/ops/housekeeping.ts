@@ -180,13 +180,21 @@ function recordedIsos(records: OmniRecords): { byName: Map<string, string[]>; by
   return { byName, byVolid };
 }
 
+/** Both listings together: what either of them accounts for. */
+function unionRecords(a: OmniRecords, b: OmniRecords): OmniRecords {
+  return { requestIds: new Set([...a.requestIds, ...b.requestIds]), states: new Map([...a.states, ...b.states]) };
+}
+
 /**
  * One read-only look at the cluster against what Omni records: orphaned VMs and every Talos and seed ISO of ours with
- * who uses it. Lists the VMs first and Omni after, so that a VM created meanwhile had its state written before it.
+ * who uses it. Omni is read before and after the VMs are listed, and what either read accounts for counts: a request
+ * that starts meanwhile records its state before its VM exists (seen by the read after), one that is torn down meanwhile
+ * deletes its VM before its state (seen by the read before), so neither looks orphaned for a moment.
  */
 export async function scanHousekeeping(pve: PveClient, readRecords: () => Promise<OmniRecords>): Promise<HousekeepingScan> {
   const problems: string[] = [];
   let complete = true;
+  const before = await readRecords();
   const vms = (await pve.clusterResources('vm')).filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
   const configs = new Map<number, VmConfig>();
   const refs = new Map<string, number[]>();
@@ -203,7 +211,7 @@ export async function scanHousekeeping(pve: PveClient, readRecords: () => Promis
     configs.set(vm.vmid as number, config);
     for (const file of isoVolumesOf(config)) refs.set(file, [...(refs.get(file) ?? []), vm.vmid as number]);
   }
-  const records = await readRecords();
+  const records = unionRecords(before, await readRecords());
 
   const orphanVms: OrphanVm[] = [];
   for (const vm of vms) {

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { newResource, providerMachineKind } from '../../src/cosi/resources.js';
 import { createLogger } from '../../src/log.js';
 import { createHousekeepingMetrics, MetricsRegistry } from '../../src/ops/index.js';
-import { DEFAULT_HOUSEKEEPING, Housekeeper, ourVmIdentity, type HousekeepingSettings } from '../../src/ops/housekeeping.js';
+import { DEFAULT_HOUSEKEEPING, Housekeeper, ourVmIdentity, readOmniRecords, scanHousekeeping, type HousekeepingSettings, type OmniRecords } from '../../src/ops/housekeeping.js';
 import { emptyMachineState, machineSpecFromState } from '../../src/provision/machineState.js';
 import { createFixtureVm } from '../../src/sim/proxmox/seed.js';
 import { basicData, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
@@ -218,6 +218,23 @@ describe('housekeeping', () => {
     expect(pass.scan.problems.join(' ')).toMatch(/VM 902 on node pve3/);
     expect(pass.removedIsos).toEqual([]);
     expect(isoNames('nfs-iso')).toContain(`iso/${OLD_TALOS}`);
+  });
+});
+
+describe('the scan against requests that start or end meanwhile', () => {
+  it('reads Omni before and after listing the VMs: a state seen by either read accounts for its VM', async () => {
+    const { orphan } = await world();
+    await writeState(ORPHAN, { uuid: orphan.uuid, vmid: orphan.vmid, node: orphan.node });
+    const withState = await readOmniRecords(f.client.state, 'proxmox');
+    const without: OmniRecords = { requestIds: withState.requestIds, states: new Map([...withState.states].filter(([id]) => id !== ORPHAN)) };
+    const reads = (first: OmniRecords, second: OmniRecords) => {
+      const seq = [first, second];
+      return async () => seq.shift()!;
+    };
+    // Torn down meanwhile (state gone by the second read), started meanwhile (state only in the second read), neither.
+    expect((await scanHousekeeping(pve.pve, reads(withState, without))).orphanVms).toEqual([]);
+    expect((await scanHousekeeping(pve.pve, reads(without, withState))).orphanVms).toEqual([]);
+    expect((await scanHousekeeping(pve.pve, reads(without, without))).orphanVms.map((v) => v.name)).toEqual([ORPHAN]);
   });
 });
 
