@@ -22,7 +22,7 @@ import { decodeServiceAccountKey } from '../cosi/signing.js';
 import { MachineRequestStatusSpec_Stage } from '../gen/omni/specs/infra_pb.js';
 import { MachineSpecSchema, type MachineSpec } from '../gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../log.js';
-import { isUnused, scanHousekeeping, type HousekeepingScan, type OmniRecords, type OrphanVm, type OurIso } from '../ops/housekeeping.js';
+import { isUnused, scanHousekeeping, type HousekeepingScan, type HousekeepingSettings, type OmniRecords, type OrphanVm, type OurIso } from '../ops/housekeeping.js';
 import { PveClient } from '../proxmox/client.js';
 import { UsageError } from './usage.js';
 
@@ -63,6 +63,8 @@ export interface RequestRow {
 
 export interface StatusReport {
   providerId: string;
+  /** The housekeeping settings this configuration gives the daemon (what it reports, whether it removes). */
+  housekeeping: HousekeepingSettings;
   omni: { endpoint: string; ok: boolean; error?: string; lease: { text: string; holder?: string; detail?: Record<string, string> } };
   proxmox: {
     url: string;
@@ -240,6 +242,7 @@ export async function collectStatus(cfg: LiveConfig, opts: { now: () => number; 
   const problems: string[] = [];
   const report: StatusReport = {
     providerId: id,
+    housekeeping: cfg.housekeeping,
     omni: { endpoint: cfg.omni.endpoint, ok: false, lease: { text: 'unknown (Omni did not answer)' } },
     proxmox: { url: cfg.proxmox.url, ok: false, nodes: [] },
     requests: [],
@@ -395,6 +398,14 @@ export function formatStatus(r: StatusReport, now: () => number = Date.now): str
       ),
     );
   }
+  const hk = r.housekeeping;
+  const removal = (on: boolean, what: string): string => (on ? `${what} removed` : `${what} only reported`);
+  lines.push(
+    '',
+    hk.intervalSeconds > 0
+      ? `housekeeping every ${hk.intervalSeconds} s: ${removal(hk.removeOrphanVms, `orphaned VMs`)}${hk.removeOrphanVms ? ` after ${ago(hk.orphanVmGraceSeconds * 1000)}` : ''}, ${removal(hk.removeUnusedIsos, 'unused ISOs')}${hk.removeUnusedIsos ? ` (Talos ISOs after ${ago(hk.talosIsoMinAgeSeconds * 1000)})` : ''}`
+      : 'housekeeping off (housekeeping.intervalSeconds: 0)',
+  );
   lines.push('', 'ORPHANED VMS (our identity, no machine request, no private state)');
   if (r.orphanVms === null) lines.push('(unknown: needs both Omni and Proxmox)');
   else if (r.orphanVms.length === 0) lines.push('(none)');

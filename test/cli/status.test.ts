@@ -114,6 +114,7 @@ describe('status', () => {
     expect(code).toBe(0);
     const r = JSON.parse(text) as StatusReport;
     expect(r.omni).toMatchObject({ ok: true, lease: { text: 'no lease (single instance)' } });
+    expect(r.housekeeping).toMatchObject({ intervalSeconds: 600, removeOrphanVms: false, removeUnusedIsos: false });
     expect(r.proxmox).toMatchObject({ ok: true, quorate: true, nodes: [{ node: 'pve1', status: 'online' }, { node: 'pve2', status: 'online' }, { node: 'pve3', status: 'online' }] });
     expect(r.requests).toEqual([
       expect.objectContaining({ id: 'workers-abc123', stage: 'PROVISIONED', step: 'startVM', node: 'pve1', vmid: 300, error: '', addresses: ['10.20.0.11/24'] }),
@@ -148,6 +149,7 @@ describe('status', () => {
       expect(text).toMatch(/^workers-def456\s+FAILED\s+syncVM\s+pve2\s+301\s+\d+s\s+-\s+syncVM: storage local-lvm is full \(second line\)$/m);
       expect(text).toMatch(/^310\s+pve2\s+workers-zzz999\s+99999999-8888-4777-8666-555555555555\s+stopped\s+-$/m);
       expect(text).not.toMatch(/workers-yyy888/);
+      expect(text).toMatch(/^housekeeping every 600 s: orphaned VMs only reported, unused ISOs only reported$/m);
       expect(text).toMatch(/^nfs-iso\s+\(shared\)\s+1 in use \(100\.0 MiB\), 1 unused \(200\.0 MiB\)\s+0 in use/m);
     } finally {
       omni.store.destroy('infra-provider:proxmox', 'Lease.proxmox.infraprovider.sidero.dev', 'leader', { owner: '' });
@@ -161,8 +163,9 @@ describe('status', () => {
       const r = JSON.parse((await run(['--json'])).text) as StatusReport;
       expect(r.proxmox.quorate).toBe(false);
       expect(r.proxmox.nodes.find((n) => n.node === 'pve3')?.status).toBe('offline');
-      const { text } = await run([]);
+      const { text } = await run([], env({ HOUSEKEEPING_REMOVE_ORPHAN_VMS: 'true', HOUSEKEEPING_REMOVE_UNUSED_ISOS: 'true' }));
       expect(text).toMatch(/NOT QUORATE, 2\/3 node\(s\) online/);
+      expect(text).toMatch(/^housekeeping every 600 s: orphaned VMs removed after 24h, unused ISOs removed \(Talos ISOs after 7d\)$/m);
     } finally {
       sim.setQuorate(true);
       sim.setNodeOnline('pve3', true);
