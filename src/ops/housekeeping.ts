@@ -322,6 +322,7 @@ export class Housekeeper {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
   #stopped = false;
+  #lastProblems = '';
   #abort = new AbortController();
   /** The last pass, for tests and a future /status endpoint. */
   last: HousekeepingPass | undefined;
@@ -366,7 +367,12 @@ export class Housekeeper {
       log.warn({ err: errorText(err) }, 'housekeeping pass failed');
       throw err;
     }
-    for (const p of scan.problems) log.warn({ problem: p }, 'housekeeping: incomplete view');
+    // Logged when they change, not at every pass (a node can stay offline for days).
+    const problems = scan.problems.join('\n');
+    if (problems !== this.#lastProblems) {
+      for (const p of scan.problems) log.warn({ problem: p }, 'housekeeping: incomplete view');
+      this.#lastProblems = problems;
+    }
 
     const current = new Set<string>();
     const orphanKey = (v: OrphanVm): string => `vm/${v.vmid}/${v.uuid}`;
