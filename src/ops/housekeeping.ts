@@ -334,6 +334,11 @@ export class Housekeeper {
 
   start(firstDelayMs = 10_000): void {
     if (this.#o.settings.intervalSeconds <= 0 || this.#stopped) return;
+    const { intervalSeconds, removeOrphanVms, orphanVmGraceSeconds, removeUnusedIsos, talosIsoMinAgeSeconds } = this.#o.settings;
+    this.#o.log.info(
+      { intervalSeconds, removeOrphanVms, ...(removeOrphanVms ? { orphanVmGraceSeconds } : {}), removeUnusedIsos, ...(removeUnusedIsos ? { talosIsoMinAgeSeconds } : {}) },
+      removeOrphanVms || removeUnusedIsos ? 'housekeeping on: reports and removes what the settings allow' : 'housekeeping on: reports only',
+    );
     const tick = (delay: number): void => {
       this.#timer = setTimeout(() => {
         this.#running = this.runOnce()

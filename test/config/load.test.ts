@@ -463,6 +463,9 @@ describe('loadConfig: housekeeping', () => {
     const file = 'housekeeping:\n  removeOrphanVms: true\n  orphanVmGraceSeconds: 3600\n  removeUnusedIsos: true\n';
     const cfg = loadConfig(['--config-file', '/c.yaml'], { HOUSEKEEPING_INTERVAL_SECONDS: '0', HOUSEKEEPING_TALOS_ISO_MIN_AGE_SECONDS: '7200' }, files({ '/c.yaml': file }));
     expect(cfg.housekeeping).toEqual({ intervalSeconds: 0, removeOrphanVms: true, orphanVmGraceSeconds: 3600, removeUnusedIsos: true, talosIsoMinAgeSeconds: 7200 });
+    expect(redactConfig(cfg).housekeeping).toEqual(cfg.housekeeping);
+    expect(cfg.sources['housekeeping.removeOrphanVms']).toBe('file');
+    expect(cfg.sources['housekeeping.intervalSeconds']).toBe('env');
     const err = configError(() =>
       loadConfig([], { HOUSEKEEPING_INTERVAL_SECONDS: '5', HOUSEKEEPING_ORPHAN_VM_GRACE_SECONDS: '10', HOUSEKEEPING_REMOVE_ORPHAN_VMS: 'maybe' }, files({})),
     );

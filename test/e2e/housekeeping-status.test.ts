@@ -24,6 +24,7 @@ describe('housekeeping, status and logs against a running daemon', () => {
       const req = omni.controllers.createMachineRequest('workers', { talosVersion: 'v1.11.5', providerData: SMALL_VM });
       const id = req.metadata.id;
       await waitForStage(omni, id, 'PROVISIONED');
+      expect(await daemon.waitForLog('housekeeping on: reports only')).toMatchObject({ intervalSeconds: 60, removeOrphanVms: false, removeUnusedIsos: false });
       const line = await daemon.waitForLog(/^orphaned VM:/);
       expect(line).toMatchObject({ level: 'warn', component: 'housekeeping', vmid: orphan.vmid, node: 'pve2', vmName: 'workers-zz99yy' });
       expect(daemon.logs(/^orphaned VM:/)).toHaveLength(1);
