@@ -226,7 +226,6 @@ function printable(bytes: Uint8Array): string | undefined {
   } catch {
     return undefined;
   }
-  // eslint-disable-next-line no-control-regex
   return /^[^\u0000-\u001f\u007f]+$/.test(text) ? text : undefined;
 }
 

@@ -66,6 +66,20 @@ describe('logs', () => {
     expect((await run(['--since', new Date(time + 60_000).toISOString()], input)).out.trim().split('\n')).toHaveLength(1);
   });
 
+  it('reads a file given as argument', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(`${tmpdir()}/logs-`);
+    try {
+      writeFileSync(`${dir}/provider.log`, `${daemonLines().join('\n')}\n`);
+      let out = '';
+      expect(await logs([`${dir}/provider.log`, '--level', 'error'], { stdout: (t) => void (out += t) })).toBe(0);
+      expect(out.trim().split('\n')).toEqual([expect.stringMatching(/ ERROR heartbeat failed {2}error: TypeError: boom$/)]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reads pino\'s numeric levels and epoch times too', () => {
     const t = Date.parse('2026-11-30T02:03:04.005Z');
     expect(formatLogLine(JSON.stringify({ level: 50, time: t, msg: 'x', request: 'r1' }))).toBe('2026-11-30 02:03:04.005 ERROR x  request=r1');
