@@ -198,18 +198,23 @@ export async function scanHousekeeping(pve: PveClient, readRecords: () => Promis
   const vms = (await pve.clusterResources('vm')).filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
   const configs = new Map<number, VmConfig>();
   const refs = new Map<string, number[]>();
-  for (const vm of vms) {
-    let config: VmConfig;
+  const failed: string[] = [];
+  // A few at a time: one GET per VM, and clusters have hundreds.
+  await eachLimited(vms, CONFIG_READS_IN_PARALLEL, async (vm) => {
     try {
-      config = await pve.vmConfig(vm.node as string, vm.vmid as number);
+      configs.set(vm.vmid as number, await pve.vmConfig(vm.node as string, vm.vmid as number));
     } catch (err) {
-      if (isNotFound(err)) continue; // deleted meanwhile
-      complete = false;
-      problems.push(`the config of VM ${vm.vmid} on node ${vm.node} could not be read (${errorText(err)}); ISO usage is incomplete, no ISO is removed`);
-      continue;
+      if (isNotFound(err)) return; // deleted meanwhile
+      failed.push(`the config of VM ${vm.vmid} on node ${vm.node} could not be read (${errorText(err)}); ISO usage is incomplete, no ISO is removed`);
     }
-    configs.set(vm.vmid as number, config);
-    for (const file of isoVolumesOf(config)) refs.set(file, [...(refs.get(file) ?? []), vm.vmid as number]);
+  });
+  if (failed.length > 0) {
+    complete = false;
+    problems.push(...failed.sort());
+  }
+  for (const vm of vms) {
+    const config = configs.get(vm.vmid as number);
+    if (config) for (const file of isoVolumesOf(config)) refs.set(file, [...(refs.get(file) ?? []), vm.vmid as number]);
   }
   const records = unionRecords(before, await readRecords());
 
@@ -272,6 +277,17 @@ export async function scanHousekeeping(pve: PveClient, readRecords: () => Promis
     }
   }
   return { orphanVms, isos, complete, problems };
+}
+
+const CONFIG_READS_IN_PARALLEL = 4;
+
+/** Runs `fn` over `items` with at most `limit` calls in flight. */
+async function eachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** An ISO nothing uses: no VM's config and no private state names it. */
