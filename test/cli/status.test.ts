@@ -2,9 +2,9 @@
 // node, VMID, age, last error and addresses; the lease holder (or "no lease"); Proxmox nodes and quorum; orphaned VMs
 // (our identity only) and ISO usage per storage; JSON with --json; exit 1 when Proxmox or Omni does not answer.
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import { toBinary, create } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { status, type StatusReport } from '../../src/cli/status.js';
+import { decodeLeaseSpec, stateAddresses, status, type StatusReport } from '../../src/cli/status.js';
 import { MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '../../src/gen/omni/specs/infra_pb.js';
 import { MachineSpecSchema } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../../src/log.js';
@@ -188,6 +188,26 @@ describe('status', () => {
     expect(b.proxmox.ok).toBe(true);
     expect(b.orphanVms).toBeNull();
     expect(b.isos!.complete).toBe(false);
+  });
+
+  it('decodes what it can of a lease and of address fields, and nothing it cannot', () => {
+    const meta = { namespace: 'n', type: 't', id: 'leader', version: '1', owner: '', phase: 'running' as const, finalizers: [], labels: {}, annotations: {} };
+    expect(decodeLeaseSpec(new Uint8Array(), meta)).toEqual({});
+    expect(decodeLeaseSpec(new TextEncoder().encode('holder: a\n'), meta).holder).toBeUndefined();
+    const w = new BinaryWriter();
+    w.tag(3, WireType.Varint).uint64(7n);
+    w.tag(4, WireType.LengthDelimited).string('host-a/42');
+    expect(decodeLeaseSpec(w.finish(), meta)).toEqual({ holder: 'host-a/42', detail: { 'field 3': '7', 'field 4': 'host-a/42' } });
+    // An address nested in a message (field 111 { 1: "10.0.0.9/24", 2: "10.0.0.1" }) and a plain one (field 110).
+    const inner = new BinaryWriter();
+    inner.tag(1, WireType.LengthDelimited).string('10.0.0.9/24');
+    inner.tag(2, WireType.LengthDelimited).string('10.0.0.1');
+    const outer = new BinaryWriter();
+    outer.tag(110, WireType.LengthDelimited).string('fd00::9/64');
+    outer.tag(111, WireType.LengthDelimited).bytes(inner.finish());
+    outer.tag(120, WireType.LengthDelimited).string('not an address field');
+    const spec = fromBinary(MachineSpecSchema, outer.finish());
+    expect(stateAddresses(spec)).toEqual(['fd00::9/64', '10.0.0.9/24', '10.0.0.1']);
   });
 
   it('refuses a missing configuration and --json=x with exit 2 (through the CLI dispatcher)', async () => {
