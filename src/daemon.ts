@@ -18,6 +18,8 @@ import {
   trackRequestPhases,
   type ProviderMetrics,
 } from './ops/index.js';
+import { Housekeeper } from './ops/housekeeping.js';
+import { createHousekeepingMetrics } from './ops/providerMetrics.js';
 import { PveClient } from './proxmox/client.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
 
@@ -39,11 +41,13 @@ export interface RunningDaemon {
   metrics: ProviderMetrics;
   /** URL of the ops endpoint, when it is on. */
   opsUrl?: string;
+  /** Orphaned VMs and unused ISOs (src/ops/housekeeping.ts); present when housekeeping is configured and on. */
+  housekeeper?: Housekeeper;
   stop(): Promise<void>;
 }
 
-/** What the daemon needs of a configuration (a LiveConfig, or the demo's own). */
-export type DaemonSettings = Pick<LiveConfig, 'omni' | 'proxmox' | 'provider'>;
+/** What the daemon needs of a configuration (a LiveConfig, or the demo's own: no housekeeping there). */
+export type DaemonSettings = Pick<LiveConfig, 'omni' | 'proxmox' | 'provider'> & Partial<Pick<LiveConfig, 'housekeeping'>>;
 
 /** Starts the provider for a live configuration. Rejects on configuration errors (bad key, wrong ID). */
 export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { signal?: AbortSignal } = {}): Promise<RunningDaemon> {
@@ -107,6 +111,22 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
   }, 1000);
   healthTimer.unref();
 
+  // Housekeeping: reports orphaned VMs and unused ISOs; removes them only when the settings say so.
+  let housekeeper: Housekeeper | undefined;
+  if (cfg.housekeeping && cfg.housekeeping.intervalSeconds > 0) {
+    housekeeper = new Housekeeper({
+      pve,
+      state: omni.state,
+      providerId: cfg.provider.id,
+      settings: cfg.housekeeping,
+      log: log.child({ component: 'housekeeping' }),
+      deprovision: (ctx) => provisioner.deprovision(ctx),
+      metrics: createHousekeepingMetrics(metrics.registry),
+      // LEASE HOOK (issue 11, part 1): mayWrite: () => <this process holds the lease>,
+    });
+    housekeeper.start();
+  }
+
   let ops: { url: string; close(): Promise<void> } | undefined;
   if (cfg.provider.healthListen) {
     ops = await startOpsServer({
@@ -125,8 +145,10 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     omni,
     metrics,
     ...(ops ? { opsUrl: ops.url } : {}),
+    ...(housekeeper ? { housekeeper } : {}),
     async stop() {
       clearInterval(healthTimer);
+      await housekeeper?.stop();
       await provider.stop();
       await ops?.close();
       omni.close();

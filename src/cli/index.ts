@@ -14,6 +14,8 @@ const commands: Record<string, () => Promise<Command>> = {
   'config print': async () => (await import('../config/printCommand.js')).default,
   doctor: async () => (await import('./doctor.js')).default,
   'seeds orphaned': async () => (await import('./seeds-orphaned.js')).default,
+  status: async () => (await import('./status.js')).default,
+  logs: async () => (await import('./logs.js')).default,
 };
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -6,6 +6,7 @@ import { YAMLParseError, parse as parseYaml } from 'yaml';
 import type { PveCredentials } from '../proxmox/auth.js';
 import type { PveTlsOptions } from '../proxmox/tls.js';
 import { type ListenAddress, ListenAddressError, parseListenAddress } from '../ops/listen.js';
+import type { HousekeepingSettings } from '../ops/housekeeping.js';
 import {
   CONFIG_FILE_ENV,
   CONFIG_FILE_FLAG,
@@ -55,6 +56,7 @@ export interface ProxmoxSettings {
 
 interface CommonConfig {
   provider: ProviderSettings;
+  housekeeping: HousekeepingSettings;
   /** Path of the config file read, if any. */
   configFile: string | null;
   /** Where each setting's value came from. */
@@ -94,7 +96,7 @@ export class ConfigError extends Error {
 
 const defaultReadFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
 
-const SECTIONS = ['omni', 'proxmox', 'provider'] as const;
+const SECTIONS = ['omni', 'proxmox', 'provider', 'housekeeping'] as const;
 
 interface RawValue {
   value: string | boolean | number;
@@ -180,6 +182,7 @@ export function loadConfig(
   const { configFile, raw, sources, str, bool, int } = resolveSettings(argv, env, readFile, problems, warnings);
 
   const provider = buildProviderSettings(str, int, raw, problems, warnings);
+  const housekeeping = buildHousekeepingSettings(bool, int, raw, problems);
 
   const omniGiven = str('omni.endpoint') !== '' || str('omni.serviceAccountKey') !== '';
   const proxmoxKeys = SETTINGS.filter((s) => s.key.startsWith('proxmox.')).map((s) => s.key);
@@ -190,7 +193,7 @@ export function loadConfig(
       warnings.push('the Omni TLS settings are ignored in demo mode (no Omni endpoint is set)');
     }
     if (problems.length > 0) throw new ConfigError(problems);
-    return { mode: 'demo', provider, configFile, sources, warnings };
+    return { mode: 'demo', provider, housekeeping, configFile, sources, warnings };
   }
 
   if (!omniGiven) {
@@ -207,7 +210,7 @@ export function loadConfig(
   const proxmox = proxmoxGiven ? buildProxmoxSettings(str, bool, raw, readFile, problems, warnings) : undefined;
 
   if (problems.length > 0 || !omni || !proxmox) throw new ConfigError(problems);
-  return { mode: 'live', omni, proxmox, provider, configFile, sources, warnings };
+  return { mode: 'live', omni, proxmox, provider, housekeeping, configFile, sources, warnings };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -448,6 +451,21 @@ function buildProviderSettings(
       25,
       'Omni marks a provider disconnected after about 30 s without a heartbeat',
     ),
+  };
+}
+
+/** `housekeeping.*`: an interval of 0 turns it off; anything else within the bounds the settings table names. */
+function buildHousekeepingSettings(bool: Bool, int: Int, raw: Map<SettingKey, RawValue>, problems: string[]): HousekeepingSettings {
+  const interval = int('housekeeping.intervalSeconds', 0, 86400, 'it is how often housekeeping looks at the cluster');
+  if (interval > 0 && interval < 60) {
+    problems.push(`${originOf(raw, 'housekeeping.intervalSeconds')} must be 0 (off) or 60-86400 seconds (got ${interval}): each pass reads every VM's config`);
+  }
+  return {
+    intervalSeconds: interval,
+    removeOrphanVms: bool('housekeeping.removeOrphanVms'),
+    orphanVmGraceSeconds: int('housekeeping.orphanVmGraceSeconds', 600, 2592000, 'a VM is removed only after it has been orphaned this long'),
+    removeUnusedIsos: bool('housekeeping.removeUnusedIsos'),
+    talosIsoMinAgeSeconds: int('housekeeping.talosIsoMinAgeSeconds', 3600, 31536000, 'an unused Talos ISO is removed only when it is this old'),
   };
 }
 

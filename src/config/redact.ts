@@ -25,6 +25,7 @@ export interface RedactedConfig {
     logLevel: string;
     heartbeatIntervalSeconds: number;
   };
+  housekeeping: DaemonConfig['housekeeping'];
   sources: Record<SettingKey, SettingSource>;
   warnings: string[];
 }
@@ -34,6 +35,7 @@ export function redactConfig(cfg: DaemonConfig): RedactedConfig {
     mode: cfg.mode,
     configFile: cfg.configFile,
     provider: { ...cfg.provider, healthListen: formatListenAddress(cfg.provider.healthListen) },
+    housekeeping: { ...cfg.housekeeping },
     sources: { ...cfg.sources },
     warnings: [...cfg.warnings],
   };

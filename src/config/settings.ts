@@ -41,6 +41,12 @@ export const SETTING_KEYS = [
   'provider.healthListen',
   'provider.logLevel',
   'provider.heartbeatIntervalSeconds',
+  // Housekeeping (src/ops/housekeeping.ts, docs/operations.md).
+  'housekeeping.intervalSeconds',
+  'housekeeping.removeOrphanVms',
+  'housekeeping.orphanVmGraceSeconds',
+  'housekeeping.removeUnusedIsos',
+  'housekeeping.talosIsoMinAgeSeconds',
 ] as const;
 
 export type SettingKey = (typeof SETTING_KEYS)[number];
@@ -213,6 +219,42 @@ export const SETTINGS: readonly SettingSpec[] = [
     env: 'PROVIDER_HEARTBEAT_INTERVAL_SECONDS',
     default: '10',
     meaning: 'Seconds between heartbeats to Omni (1-25; Omni marks a provider disconnected after about 30 s of silence).',
+  },
+  // --- housekeeping (src/ops/housekeeping.ts) ---
+  {
+    key: 'housekeeping.intervalSeconds',
+    kind: 'integer',
+    env: 'HOUSEKEEPING_INTERVAL_SECONDS',
+    default: '600',
+    meaning: 'Seconds between housekeeping passes, which look for orphaned VMs and unused ISOs (60-86400; 0 turns housekeeping off).',
+  },
+  {
+    key: 'housekeeping.removeOrphanVms',
+    kind: 'boolean',
+    env: 'HOUSEKEEPING_REMOVE_ORPHAN_VMS',
+    default: 'false',
+    meaning: 'Remove VMs with this provider\'s identity that no machine request and no private state account for (off: only reported).',
+  },
+  {
+    key: 'housekeeping.orphanVmGraceSeconds',
+    kind: 'integer',
+    env: 'HOUSEKEEPING_ORPHAN_VM_GRACE_SECONDS',
+    default: '86400',
+    meaning: 'An orphaned VM is removed only once it has been orphaned this long, counted from when the running provider first saw it (600-2592000).',
+  },
+  {
+    key: 'housekeeping.removeUnusedIsos',
+    kind: 'boolean',
+    env: 'HOUSEKEEPING_REMOVE_UNUSED_ISOS',
+    default: 'false',
+    meaning: 'Remove seed ISOs no VM uses and Talos ISOs no VM uses that are older than talosIsoMinAgeSeconds (off: only reported).',
+  },
+  {
+    key: 'housekeeping.talosIsoMinAgeSeconds',
+    kind: 'integer',
+    env: 'HOUSEKEEPING_TALOS_ISO_MIN_AGE_SECONDS',
+    default: '604800',
+    meaning: 'A Talos ISO no VM uses is removed only when its file is at least this old (3600-31536000).',
   },
 ];
 

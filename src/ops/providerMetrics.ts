@@ -212,3 +212,30 @@ export function trackRequestPhases(m: ProviderMetrics, counts: () => Readonly<Re
     for (const [phase, n] of Object.entries(counts())) m.machineRequests.set({ phase }, n);
   });
 }
+
+/** Housekeeping (src/ops/housekeeping.ts): what it finds each pass and what it removes. */
+export interface HousekeepingMetrics {
+  /** VMs with this provider's identity that no machine request and no private state account for. */
+  readonly orphanVms: Gauge;
+  /** Our ISOs no VM and no private state names, by kind (`talos`, `seed`). */
+  readonly unusedIsos: Gauge<'kind'>;
+  readonly unusedIsoBytes: Gauge<'kind'>;
+  /** Removals by kind (`vm`, `talos`, `seed`) and result (`done`, `failed`). */
+  readonly removals: Counter<'kind' | 'result'>;
+  /** Passes by result (`ok`, `failed`). */
+  readonly runs: Counter<'result'>;
+  /** Unix time of the last pass that completed. */
+  readonly lastSuccess: Gauge;
+}
+
+export function createHousekeepingMetrics(registry: MetricsRegistry): HousekeepingMetrics {
+  const p = METRIC_PREFIX;
+  return {
+    orphanVms: registry.gauge({ name: `${p}orphan_vms`, help: "VMs with this provider's identity that no machine request and no private state account for." }),
+    unusedIsos: registry.gauge({ name: `${p}unused_isos`, help: 'Talos and seed ISOs of this provider that no VM and no private state uses, by kind.', labelNames: ['kind'] }),
+    unusedIsoBytes: registry.gauge({ name: `${p}unused_iso_bytes`, help: 'Size of the unused ISOs, by kind.', labelNames: ['kind'] }),
+    removals: registry.counter({ name: `${p}housekeeping_removals_total`, help: 'Orphaned VMs and unused ISOs removed by housekeeping, by kind and result.', labelNames: ['kind', 'result'] }),
+    runs: registry.counter({ name: `${p}housekeeping_runs_total`, help: 'Housekeeping passes, by result.', labelNames: ['result'] }),
+    lastSuccess: registry.gauge({ name: `${p}housekeeping_last_success_timestamp_seconds`, help: 'Unix time of the last housekeeping pass that completed.' }),
+  };
+}

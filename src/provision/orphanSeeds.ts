@@ -21,6 +21,22 @@ export interface SeedVolume {
   usedBy: number[];
 }
 
+/** The ISO volume IDs a VM's drive slots (ide/sata/scsi/virtio) name, in the config given (current or pending). */
+export function isoVolumesOf(config: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(config)) {
+    if (!/^(ide|sata|scsi|virtio)\d+$/.test(key) || typeof value !== 'string') continue;
+    let file: unknown;
+    try {
+      file = parsePropertyString(value, formats.ide).file;
+    } catch {
+      file = value.split(',')[0];
+    }
+    if (typeof file === 'string' && file.includes(':iso/')) out.push(file);
+  }
+  return out;
+}
+
 /** Every ISO volume a drive slot of any VM in the cluster names, by volume ID → VMIDs (current and pending config). */
 async function referencedIsos(pve: PveClient): Promise<Map<string, number[]>> {
   const refs = new Map<string, number[]>();
@@ -33,15 +49,7 @@ async function referencedIsos(pve: PveClient): Promise<Map<string, number[]>> {
       if (isNotFound(err)) continue;
       throw err;
     }
-    for (const [key, value] of Object.entries(config)) {
-      if (!/^(ide|sata|scsi|virtio)\d+$/.test(key) || typeof value !== 'string') continue;
-      let file: unknown;
-      try {
-        file = parsePropertyString(value, formats.ide).file;
-      } catch {
-        file = value.split(',')[0];
-      }
-      if (typeof file !== 'string' || !file.includes(':iso/')) continue;
+    for (const file of isoVolumesOf(config)) {
       const list = refs.get(file) ?? [];
       list.push(vm.vmid as number);
       refs.set(file, list);

@@ -366,7 +366,7 @@ describe('loadConfig: config file errors', () => {
     const all = e.problems.join('\n');
     expect(all).toContain('unknown setting "proxmox.tokenId" in /c.yaml; known: url, tokenID');
     expect(all).toContain('(did you mean "tokenID"?)');
-    expect(all).toContain('unknown section "provder" in /c.yaml; known sections: omni, proxmox, provider (did you mean "provider"?)');
+    expect(all).toContain('unknown section "provder" in /c.yaml; known sections: omni, proxmox, provider, housekeeping (did you mean "provider"?)');
   });
 
   it('accepts an empty file and empty sections, and the omni section for endpoint and key', () => {
@@ -447,5 +447,31 @@ describe('settings table', () => {
       expect(help).toContain(s.env);
     }
     expect(help).toContain('--config-file');
+  });
+});
+
+describe('loadConfig: housekeeping', () => {
+  it('defaults to reporting only, every 600 s; reads the section and the env; refuses values out of bounds by name', () => {
+    const defaults = loadConfig([], {}, files({}));
+    expect(defaults.housekeeping).toEqual({
+      intervalSeconds: 600,
+      removeOrphanVms: false,
+      orphanVmGraceSeconds: 86400,
+      removeUnusedIsos: false,
+      talosIsoMinAgeSeconds: 604800,
+    });
+    const file = 'housekeeping:\n  removeOrphanVms: true\n  orphanVmGraceSeconds: 3600\n  removeUnusedIsos: true\n';
+    const cfg = loadConfig(['--config-file', '/c.yaml'], { HOUSEKEEPING_INTERVAL_SECONDS: '0', HOUSEKEEPING_TALOS_ISO_MIN_AGE_SECONDS: '7200' }, files({ '/c.yaml': file }));
+    expect(cfg.housekeeping).toEqual({ intervalSeconds: 0, removeOrphanVms: true, orphanVmGraceSeconds: 3600, removeUnusedIsos: true, talosIsoMinAgeSeconds: 7200 });
+    expect(redactConfig(cfg).housekeeping).toEqual(cfg.housekeeping);
+    expect(cfg.sources['housekeeping.removeOrphanVms']).toBe('file');
+    expect(cfg.sources['housekeeping.intervalSeconds']).toBe('env');
+    const err = configError(() =>
+      loadConfig([], { HOUSEKEEPING_INTERVAL_SECONDS: '5', HOUSEKEEPING_ORPHAN_VM_GRACE_SECONDS: '10', HOUSEKEEPING_REMOVE_ORPHAN_VMS: 'maybe' }, files({})),
+    );
+    const all = err.problems.join('\n');
+    expect(all).toMatch(/HOUSEKEEPING_INTERVAL_SECONDS.*0 \(off\) or 60-86400/);
+    expect(all).toMatch(/HOUSEKEEPING_ORPHAN_VM_GRACE_SECONDS/);
+    expect(all).toMatch(/HOUSEKEEPING_REMOVE_ORPHAN_VMS/);
   });
 });
