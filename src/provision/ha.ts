@@ -121,10 +121,15 @@ export function haResourceParams(ha: HaConfig, api: HaApi): PveParams {
 }
 
 /** The calls the HA steps make for a request, for `plan` (no call is made). */
-export function haPlan(data: ProviderData, setId: string | undefined, api: HaApi): Array<{ method: string; path: string; params: PveParams }> {
+export function haPlan(
+  data: ProviderData,
+  setId: string | undefined,
+  api: HaApi,
+  vmid?: number,
+): Array<{ method: string; path: string; params: PveParams }> {
   const ha = data.ha;
   if (!ha) return [];
-  const sid = 'vm:<vmid>';
+  const sid = vmid === undefined ? 'vm:<vmid>' : haSid(vmid);
   const out: Array<{ method: string; path: string; params: PveParams }> = [
     { method: 'POST', path: '/cluster/ha/resources', params: { sid, ...haResourceParams(ha, api) } },
   ];
