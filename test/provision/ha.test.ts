@@ -4,7 +4,7 @@ import { toBinary, fromBinary } from '@bufbuild/protobuf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MachineSpecSchema } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../../src/log.js';
-import { haApiForVersion, haPlan } from '../../src/provision/ha.js';
+import { haApiForVersion, haPlan, haResourceParams } from '../../src/provision/ha.js';
 import { emptyMachineState, machineSpecFromState, machineStateFromSpec } from '../../src/provision/machineState.js';
 import { parseProviderData } from '../../src/provision/providerData.js';
 import { StepFailure } from '../../src/provision/step.js';
@@ -204,6 +204,12 @@ describe('refusals and state', () => {
   it('the HA API follows the version; plan lists the calls', () => {
     expect(haApiForVersion('9.1.5')).toBe('rules');
     expect(haApiForVersion('8.4.1')).toBe('groups');
+    expect(haApiForVersion('8.0.4')).toBe('groups');
+    expect(haApiForVersion('10.0.1')).toBe('rules');
+    // PVE 8 resources have no failback (pve-ha-manager 4.0): it goes to the set group as nofailback instead.
+    const ha = parseProviderData(`${basicData}ha:\n  failback: false\n  state: stopped\n  comment: ''\n`).ha!;
+    expect(haResourceParams(ha, 'groups')).toEqual({ state: 'stopped' });
+    expect(haResourceParams(ha, 'rules')).toEqual({ state: 'stopped', failback: 0 });
     const data = parseProviderData(pve9Data);
     expect(haPlan(data, 'set-1', 'rules').map((c) => `${c.method} ${c.path} ${String(c.params['rule'] ?? c.params['sid'])}`)).toEqual([
       'POST /cluster/ha/resources vm:<vmid>',
