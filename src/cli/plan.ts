@@ -7,6 +7,7 @@ import { rankIsoStorages } from '../provision/isoStore.js';
 import { pickNode, placementRequest } from '../provision/pickNode.js';
 import { DiskStorageError, selectDiskStorages } from '../provision/diskStorages.js';
 import { planVm } from '../provision/planVm.js';
+import { haApiOf, haPlan } from '../provision/ha.js';
 import { parseProviderData } from '../provision/providerData.js';
 import { RequestRefused, validateRequest } from '../provision/validateRequest.js';
 import { isoCacheKey } from '../omni/images.js';
@@ -99,13 +100,23 @@ export default async function plan(argv: string[]): Promise<number> {
       if (err instanceof VmPlanError) throw new PlanError(err.message);
       throw err;
     }
-    const result = { node, storages, isoStorage, params };
+    // The HA calls registerHA and syncHARules would make after the VM started (PVE 9 rules or PVE 8 groups).
+    const haApi = data.ha ? await haApiOf(target.pve) : undefined;
+    const ha = haApi ? { api: haApi, calls: haPlan(data, setId, haApi, vmid) } : undefined;
+    const result = { node, storages, isoStorage, params, ...(ha ? { ha } : {}) };
     if (flags.has('json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     } else {
       process.stdout.write(`node: ${node}\ndisk storage: ${primary}${additional.length ? ` (+ ${additional.join(', ')})` : ''}\n`);
       process.stdout.write(`ISO storage: ${isoStorage}\ncreate parameters:\n`);
       for (const [k, v] of Object.entries(params)) process.stdout.write(`  ${k}: ${v}\n`);
+      if (ha) {
+        process.stdout.write(`HA calls (${ha.api === 'rules' ? 'Proxmox VE 9: HA rules' : 'Proxmox VE 8: HA groups'}):\n`);
+        for (const c of ha.calls) {
+          const args = Object.entries(c.params).map(([k, v]) => `${k}=${v}`).join(' ');
+          process.stdout.write(`  ${c.method} ${c.path} ${args}\n`);
+        }
+      }
     }
     return 0;
   } finally {

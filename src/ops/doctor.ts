@@ -15,6 +15,7 @@ import { PveClient } from '../proxmox/client.js';
 import { PveConnectionError, PveError } from '../proxmox/errors.js';
 import { normalizeFingerprint, tlsMode } from '../proxmox/tls.js';
 import type { NodeListEntry } from '../proxmox/types.js';
+import { parse as parseYaml } from 'yaml';
 
 export type DoctorStatus = 'OK' | 'WARN' | 'FAIL';
 
@@ -100,9 +101,11 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorFinding[]> {
     timeoutMs: opts.timeoutMs ?? 10_000,
     log: opts.logger ?? silentLogger,
     readFile: opts.readFile,
+    ha: { vms: [], requests: 0 },
   };
   await checkProxmox(ctx);
   await checkOmni(ctx);
+  reportHa(ctx);
   return out;
 }
 
@@ -124,6 +127,15 @@ interface CheckContext {
   timeoutMs: number;
   log: Logger;
   readFile: ReadTextFile | undefined;
+  /** What the HA check learns on both sides (reported by reportHa once both ran). */
+  ha: {
+    /** Sys.Console on `/` (what the HA API's writes need): undefined = the permissions could not be read. */
+    console?: boolean;
+    /** The provider's VMs (tagged machine-request.<set>) that are HA resources. */
+    vms: string[];
+    /** The provider's machine requests whose provider data has `ha`. */
+    requests: number;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -244,6 +256,7 @@ async function checkProxmox(ctx: CheckContext): Promise<void> {
     const proceed = await checkAuth(ctx, pve, () => serverDate);
     if (!proceed) return;
     await checkPrivileges(ctx, pve);
+    await findHaVms(ctx, pve);
     const nodes = await checkNodes(ctx, pve);
     if (nodes.length > 0) {
       await checkStorage(ctx, pve, nodes);
@@ -334,6 +347,8 @@ async function checkPrivileges(ctx: CheckContext, pve: PveClient): Promise<void>
     return probePrivileges(ctx, pve, privsepHint);
   }
   const held = new Set<string>();
+  const onRoot = perms !== null && typeof perms === 'object' ? (perms as Record<string, unknown>)['/'] : undefined;
+  ctx.ha.console = onRoot !== null && typeof onRoot === 'object' && (onRoot as Record<string, unknown>)['Sys.Console'] !== undefined;
   if (perms !== null && typeof perms === 'object') {
     for (const privs of Object.values(perms as Record<string, unknown>)) {
       if (privs !== null && typeof privs === 'object') {
@@ -354,6 +369,49 @@ async function checkPrivileges(ctx: CheckContext, pve: PveClient): Promise<void>
     report(ctx, 'proxmox.privileges', 'OK', `${who.id} holds every privilege the provider needs (${REQUIRED_PRIVILEGES.length} checked)`);
   }
   for (const p of optional) report(ctx, 'proxmox.privileges', 'WARN', `${who.id} lacks ${p}, needed for ${OPTIONAL_PRIVILEGES[p]}`);
+}
+
+/** The provider's VMs (tag `machine-request.<set>`) that are HA resources: their teardown needs the HA API. */
+async function findHaVms(ctx: CheckContext, pve: PveClient): Promise<void> {
+  try {
+    const resources = await pve.get<Array<Record<string, unknown>>>('/cluster/ha/resources');
+    const sids = new Set(resources.map((r) => r['sid']).filter((x): x is string => typeof x === 'string'));
+    if (sids.size === 0) return;
+    const vms = await pve.clusterResources('vm');
+    ctx.ha.vms = vms
+      .filter((v) => sids.has(`vm:${v.vmid}`) && (v.tags ?? '').split(/[;,\s]+/).some((t) => t.startsWith('machine-request.')))
+      .map((v) => `vm:${v.vmid}`)
+      .sort();
+  } catch (err) {
+    ctx.log.debug({ err: errorText(err) }, 'HA resources could not be listed');
+  }
+}
+
+/**
+ * Sys.Console on `/`, which pve-ha-manager's API requires for every HA write (API2/HA/Resources.pm, Rules.pm,
+ * Groups.pm; reads need Sys.Audit): reported only when HA is in use, by a machine request's `ha` or by an HA resource
+ * that is one of the provider's VMs (whose teardown removes it).
+ */
+function reportHa(ctx: CheckContext): void {
+  const { vms, requests, console } = ctx.ha;
+  if (vms.length === 0 && requests === 0) return;
+  const why = [
+    requests > 0 ? `${requests} machine request(s) use ha` : '',
+    vms.length > 0 ? `${vms.length} of the provider's VMs are HA resources (${vms.slice(0, 5).join(', ')}${vms.length > 5 ? ', …' : ''})` : '',
+  ].filter(Boolean).join(' and ');
+  if (console === true) {
+    report(ctx, 'proxmox.ha', 'OK', `${why}; the token holds Sys.Console on /, which Proxmox's HA API needs to register and remove HA resources, rules and groups`);
+  } else if (console === false) {
+    report(
+      ctx,
+      'proxmox.ha',
+      'FAIL',
+      `${why}, but the token lacks Sys.Console on /, which Proxmox's HA API needs for every change (registerHA fails with "Permission check failed (/, Sys.Console)" and a teardown cannot remove the HA resource); ` +
+        'add it: pveum role modify OmniProvider --append 1 --privs "Sys.Console" (the role must be granted on /, see docs/configuration.md)',
+    );
+  } else {
+    report(ctx, 'proxmox.ha', 'WARN', `${why}; Sys.Console on / (needed by Proxmox's HA API) could not be verified: this Proxmox does not answer GET /access/permissions`);
+  }
 }
 
 /** Without /access/permissions: read-only calls whose 403 (or silent filtering) reveals a missing privilege. */
@@ -542,6 +600,7 @@ async function checkOmni(ctx: CheckContext): Promise<void> {
     try {
       const list = await withTimeout(omni.state.list(MachineRequestKind, { labels: { [LABEL_INFRA_PROVIDER_ID]: id } }), ctx.timeoutMs, 'listing timed out');
       requests = list.length;
+      ctx.ha.requests = list.filter((r) => usesHa(r.spec.providerData)).length;
     } catch (err) {
       if (isNotRegistered(err)) {
         unregistered();
@@ -639,4 +698,14 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
       timer = setTimeout(() => reject(new Error(message)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/** Whether provider data (YAML) has an `ha` block; unreadable data counts as no. */
+function usesHa(providerData: string): boolean {
+  try {
+    const v: unknown = parseYaml(providerData);
+    return v !== null && typeof v === 'object' && 'ha' in v && (v as Record<string, unknown>)['ha'] !== null;
+  } catch {
+    return false;
+  }
 }

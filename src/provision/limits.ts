@@ -35,13 +35,19 @@ export const LIMITS = {
   additional_disks: { max: 30, source: 'scsi1..scsi30: a VM has 31 SCSI slots and scsi0 is the system disk' },
   additional_nics: { max: 31, source: 'net1..net31: a VM has 32 NICs and net0 is the first' },
   pci_devices: { max: 16, source: 'hostpci0..hostpci15: a VM has 16 PCI passthrough slots' },
+  comment: { max: 4096, source: "Proxmox's maxLength of an HA resource comment" },
+  max_restart: { max: 1000, source: 'ours: Proxmox sets no maximum; each attempt is a VM start, 1000 is far more than any policy needs' },
+  max_relocate: { max: 1000, source: 'ours: Proxmox sets no maximum; each attempt is a VM migration, 1000 is far more than any policy needs' },
+  rules: { max: 64, source: 'ours: more HA rules than one VM needs' },
+  ha_rule: { max: 64, source: "the Go provider's bound on an HA rule id" },
+  node_affinity_nodes: { max: 256, source: 'ours: more nodes than a Proxmox cluster has' },
 } as const satisfies Record<string, Bound>;
 
 export type LimitedField = keyof typeof LIMITS;
 
 /** The bound of the field a path ends in (`additional_disks[2].disk_size` → disk_size, `tags[0]` → tag). */
 export function boundFor(path: string): Bound | undefined {
-  const itemOf: Record<string, LimitedField> = { tags: 'tag', allowed_nodes: 'node' };
+  const itemOf: Record<string, LimitedField> = { tags: 'tag', allowed_nodes: 'node', rules: 'ha_rule', node_affinity_nodes: 'node' };
   const m = /(?:^|\.)([a-z_]+)(\[\d+\])?$/.exec(path);
   if (!m?.[1]) return undefined;
   const key = m[1];

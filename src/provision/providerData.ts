@@ -7,6 +7,7 @@ import { VM_CPU_FLAGS, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringError } from '../proxmox/propertyString.js';
 import { ProviderDataError } from './errors.js';
 import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
+import { HA_FIELD_NOUN, haSchema, type HaConfig } from './haData.js';
 
 export const PLACEMENT_STRATEGIES = ['spread', 'fewer-vms', 'round-robin', 'binpack'] as const;
 export type PlacementStrategy = (typeof PLACEMENT_STRATEGIES)[number];
@@ -89,6 +90,8 @@ export interface ProviderData {
   additional_disks: AdditionalDisk[];
   additional_nics: AdditionalNic[];
   pci_devices: PciDevice[];
+  /** Proxmox HA (the Go provider's `ha` block); absent = no HA. */
+  ha?: HaConfig;
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -289,6 +292,7 @@ export const providerDataSchema = {
         },
       },
     },
+    ha: haSchema,
   },
 } as const;
 
@@ -391,7 +395,7 @@ function describeAjvError(e: ErrorObject, root: unknown): ProviderDataError {
     case 'pattern': {
       const last = path.replace(/\[\d+\]$/, '').split('.').pop() ?? '';
       if (last === 'cpu_type') return cpuTypeError(String(value));
-      const noun = FIELD_NOUN[last] ?? 'value';
+      const noun = (path.startsWith('ha.') ? HA_FIELD_NOUN[last] : undefined) ?? FIELD_NOUN[last] ?? 'value';
       return new ProviderDataError(`provider data: ${where}${preview(value)} is not a valid ${noun}`, path);
     }
     case 'minimum':
@@ -452,7 +456,9 @@ function article(type: string): string {
 
 function itemSchemaFor(path: string): { properties?: Record<string, unknown> } | undefined {
   const top = path.replace(/\[\d+\].*$/, '');
-  const prop = (providerDataSchema.properties as Record<string, { items?: unknown }>)[top];
+  const prop = (providerDataSchema.properties as Record<string, { items?: unknown; properties?: unknown }>)[top];
+  // An object (ha) holds its keys itself; a list its items.
+  if (prop?.properties !== undefined) return prop as { properties?: Record<string, unknown> };
   return prop?.items as { properties?: Record<string, unknown> } | undefined;
 }
 

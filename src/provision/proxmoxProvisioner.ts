@@ -1,5 +1,5 @@
-// The Proxmox half of provisioning: the five Go-compatible steps (pickNode, createSchematic, uploadISO, syncVM,
-// startVM), deprovision and the health check. Every step is idempotent: it first looks for what an earlier run
+// The Proxmox half of provisioning: the seven Go-compatible steps (pickNode, createSchematic, uploadISO, syncVM,
+// startVM, and the HA steps registerHA and syncHARules from ha.ts), deprovision and the health check. Every step is idempotent: it first looks for what an earlier run
 // (of this process or another) already did and adopts it.
 import { randomUUID } from 'node:crypto';
 import { SelectorError } from '../cel/index.js';
@@ -21,6 +21,7 @@ import { formatPropertyString, formats, parsePropertyString } from '../proxmox/p
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
 import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
+import { HaSteps } from './ha.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
 import type { MachineState } from './machineState.js';
@@ -181,6 +182,7 @@ export class ProxmoxProvisioner implements Provisioner {
   /** When this process first saw a recorded create (`request/vmid`) unresolved: the bound of its waits. */
   readonly #unresolvedSince = new Map<string, number>();
   readonly #clock: TaskWaitClock;
+  readonly #ha: HaSteps;
 
   constructor(opts: ProxmoxProvisionerOptions) {
     this.#opts = opts;
@@ -189,6 +191,7 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
     this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
+    this.#ha = new HaSteps(opts.pve);
     this.#clock = opts.taskWait?.clock ?? {
       now: () => Date.now(),
       sleep: (ms, signal) =>
@@ -218,6 +221,8 @@ export class ProxmoxProvisioner implements Provisioner {
       step('uploadISO', (ctx) => this.uploadIso(ctx)),
       step('syncVM', (ctx) => this.syncVm(ctx)),
       step('startVM', (ctx) => this.startVm(ctx)),
+      step('registerHA', (ctx) => this.#ha.registerHA(ctx)),
+      step('syncHARules', (ctx) => this.#ha.syncHARules(ctx)),
     ];
   }
 
@@ -794,6 +799,15 @@ export class ProxmoxProvisioner implements Provisioner {
         log.warn({ vmid: vm.vmid, node: vm.node }, 'found a VM an earlier provider created for this request without recording it; deleting it');
         targets.set(vm.vmid, vm.node);
       }
+    }
+    if (state.haRegistered) {
+      // The HA resource goes first (the Go provider's order): with it gone, HA neither restarts the VM being shut down
+      // nor moves it; then the VM is looked up again, in case HA had moved it meanwhile.
+      for (const [vmid, node] of targets) {
+        await this.#ha.teardown(vmid, log);
+        targets.set(vmid, (await locateVm(this.#pve, vmid))?.node ?? node);
+      }
+      if (targets.size > 0) state.haRegistered = false;
     }
     // Seeds attached to the VMs about to be deleted: read from their CD-ROM slots first, removed once the VM is gone.
     // A file is removed only when the VM's own config points at it and it is a seed (the Go provider's

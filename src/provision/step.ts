@@ -4,8 +4,11 @@ import type { Logger } from '../log.js';
 import type { MachineState } from './machineState.js';
 import type { ProviderData } from './providerData.js';
 
-/** Step names in order. Stored in the private state's `infra.omni.sidero.dev/step` annotation (Go-compatible). */
-export const STEP_NAMES = ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM'] as const;
+/**
+ * Step names in order. Stored in the private state's `infra.omni.sidero.dev/step` annotation (Go-compatible; the Go
+ * provider appended registerHA and syncHARules in v0.2, which do nothing for a request without `ha`).
+ */
+export const STEP_NAMES = ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM', 'registerHA', 'syncHARules'] as const;
 export type StepName = (typeof STEP_NAMES)[number];
 
 /** What the steps need to know about one MachineRequest. */

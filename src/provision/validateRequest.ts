@@ -10,6 +10,7 @@ import { PveConnectionError, PveError, isNodeUnreachable } from '../proxmox/erro
 import { formats, parsePropertyString, parseTagList } from '../proxmox/propertyString.js';
 import type { NodeListEntry, PciMapping } from '../proxmox/types.js';
 import { pciMappingNodes } from './cluster.js';
+import { checkHa } from './ha.js';
 import { ProviderDataError } from './errors.js';
 import { formatBytes } from './pickNode.js';
 import { machineRequestTag } from './planVm.js';
@@ -78,6 +79,7 @@ export async function validateRequest(pve: PveClient, request: ProvisionRequest,
   await checkPool(pve, data, log);
   await checkTags(pve, data, request.machineRequestSetId, log);
   await checkCpuModel(pve, data, eligible, log);
+  await checkHa(pve, data, nodes.map((n) => n.node), request.machineRequestSetId, log);
   return { data, bridges };
 }
 

@@ -328,3 +328,27 @@ describe('doctor against Omni over TLS (self-signed certificate on 127.0.0.1)', 
     expect(messageOf(r.findings, 'config')).toMatch(/--omni-ca-file .*not-pem\.txt holds no PEM certificate/);
   }, 30_000);
 });
+
+describe('doctor: HA privileges, only when HA is in use', () => {
+  it('no finding without HA; FAIL with the fix when a request uses ha or a provider VM is an HA resource and Sys.Console on / is missing; OK once granted', async () => {
+    expect(statusOf((await run([], env())).findings, 'proxmox.ha')).toEqual([]);
+    // A machine request of this provider whose provider data has an ha block.
+    omni.controllers.createMachineRequest('ha-set', { talosVersion: 'v1.11.5', providerData: 'cores: 2\nha:\n  state: started\n' }, 'doctor-ha-1');
+    try {
+      let r = await run([], env());
+      expect(statusOf(r.findings, 'proxmox.ha')).toEqual(['FAIL']);
+      expect(messageOf(r.findings, 'proxmox.ha')).toMatch(/1 machine request\(s\) use ha, but the token lacks Sys\.Console on \/.*pveum role modify OmniProvider --append 1 --privs "Sys\.Console"/);
+      expect(r.code).toBe(1);
+      // A VM of the provider (tagged machine-request.<set>) that is an HA resource also makes it relevant.
+      sim.externalCreateVm({ vmid: 190, node: 'pve1', name: 'ha-vm', tags: ['machine-request.ha-set'] });
+      sim.setHaManaged(190, true);
+      r = await run([], env());
+      expect(messageOf(r.findings, 'proxmox.ha')).toMatch(/1 of the provider's VMs are HA resources \(vm:190\)/);
+      for (const ugid of ['omni@pve', 'omni@pve!provider']) sim.access.grant('/', ugid, { privs: ['Sys.Console'] });
+      r = await run([], env());
+      expect(statusOf(r.findings, 'proxmox.ha')).toEqual(['OK']);
+    } finally {
+      omni.store.destroy(NS.infraProvider, TYPES.machineRequest, 'doctor-ha-1', { owner: '' });
+    }
+  });
+});

@@ -1,7 +1,7 @@
 // `plan` and `storage explain` as an operator runs them: JSON on stdout, exit 0; bad input or an unsatisfiable plan
 // exit 2 with one line on stderr naming the field.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -49,6 +49,29 @@ describe('plan', { timeout: 90_000 }, () => {
       cores: 2,
       memory: 4096,
     });
+  });
+
+  it('shows the HA calls (PVE 9 rules, PVE 8 groups) and refuses resource_affinity on PVE 8 naming the field', async () => {
+    const ha = dataFile('ha.yaml', `${base}storage_selector: 'true'\nha:\n  max_restart: 2\n  node_affinity_nodes: [pve1, pve2]\n  node_affinity_strict: true\n  resource_affinity: negative\n`);
+    const r = await run(['plan', '--provider-data', ha, '--machine-request-set', 'set-a', '--sim-fixture', fixture, '--json']);
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { params: { vmid: number }; ha: { api: string; calls: Array<{ method: string; path: string; params: Record<string, unknown> }> } };
+    expect(out.ha.api).toBe('rules');
+    const sid = `vm:${out.params.vmid}`;
+    expect(out.ha.calls).toEqual([
+      { method: 'POST', path: '/cluster/ha/resources', params: { sid, max_restart: 2 } },
+      { method: 'POST', path: '/cluster/ha/rules', params: { rule: 'omni-set-a-naff', type: 'node-affinity', resources: sid, nodes: 'pve1,pve2', strict: 1 } },
+      { method: 'POST', path: '/cluster/ha/rules', params: { rule: 'omni-set-a-raff', type: 'resource-affinity', resources: `${sid},<the set's other HA VMs>`, affinity: 'negative' } },
+    ]);
+    const pve8 = join(dir, 'pve8.json');
+    writeFileSync(pve8, JSON.stringify({ ...(JSON.parse(readFileSync(fixture, 'utf8')) as object), versionProfile: 'pve8.4' }));
+    const groups = dataFile('ha8.yaml', `${base}storage_selector: 'true'\nha:\n  node_affinity_nodes: [pve3]\n`);
+    const r8 = await run(['plan', '--provider-data', groups, '--machine-request-set', 'set-a', '--sim-fixture', pve8]);
+    expect(r8.code).toBe(0);
+    expect(r8.stdout).toMatch(/HA calls \(Proxmox VE 8: HA groups\):\n {2}POST \/cluster\/ha\/resources sid=vm:\d+\n {2}POST \/cluster\/ha\/groups group=omni-set-a-naff nodes=pve3 restricted=0\n {2}PUT \/cluster\/ha\/resources\/vm:\d+ group=omni-set-a-naff\n/);
+    const refused = await run(['plan', '--provider-data', ha, '--machine-request-set', 'set-a', '--sim-fixture', pve8, '--json']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^error: provider data: ha\.resource_affinity: needs Proxmox VE 9/);
   });
 
   it('exits 2 naming the field when the selector matches nothing', async () => {

@@ -121,7 +121,7 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
     const done = await provisioned('req-1');
     expect(done.status).toBe('Provision Complete');
     const state = await privateState('req-1');
-    expect(state?.annotations['infra.omni.sidero.dev/step']).toBe('startVM');
+    expect(state?.annotations['infra.omni.sidero.dev/step']).toBe('syncHARules');
     const request = await srv.get('infra-provider', MR_TYPE, 'req-1');
     expect(request?.metadata?.finalizers).toContain(CONTROLLER);
     record('provision: status', { ...done, id: undefined });

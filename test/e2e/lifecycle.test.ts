@@ -56,7 +56,7 @@ describe('daemon lifecycle (child process)', () => {
     // Labels copied from the request (Omni matches statuses to sets by them).
     expect(status.labels['omni.sidero.dev/machine-request-set']).toBe('workers');
     expect(requestResource(omni, id)?.metadata.finalizers).toContain(CONTROLLER);
-    expect(privateResource(omni, id)?.metadata.annotations[STEP_ANNOTATION]).toBe('startVM');
+    expect(privateResource(omni, id)?.metadata.annotations[STEP_ANNOTATION]).toBe('syncHARules');
 
     // Exactly one VM, running, and MRS.id is its SMBIOS UUID (what Omni matches the joining machine by).
     const vms = vmsOf(sim, id);

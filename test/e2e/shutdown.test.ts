@@ -49,7 +49,7 @@ describe.concurrent('SIGTERM (child process)', () => {
 
       const second = spawnDaemon();
       await waitForStage(omni, id, 'PROVISIONED');
-      expect(second.logs('running provision step').map((l) => l.step)).toEqual(['syncVM', 'startVM']);
+      expect(second.logs('running provision step').map((l) => l.step)).toEqual(['syncVM', 'startVM', 'registerHA', 'syncHARules']);
       expect(providerVms(sim)).toEqual(vmid);
       expect(vmsOf(sim, id)).toHaveLength(1);
       expect(sim.vm(vmid[0]!)?.running).toBe(true);

@@ -23,7 +23,7 @@ export const PRIVATE_NS = `infra-provider:${PROVIDER_ID}`;
 export const PRIVATE_TYPE = `Machine.${PROVIDER_ID}.infraprovider.sidero.dev`;
 export const STEP_ANNOTATION = 'infra.omni.sidero.dev/step';
 export const CONTROLLER = `${PROVIDER_ID}.ProvisionController`;
-export const STEP_NAMES = ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM'] as const;
+export const STEP_NAMES = ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM', 'registerHA', 'syncHARules'] as const;
 /** The fixture's least-privilege token (role OmniProvider). */
 export const PROVIDER_TOKEN = { tokenId: 'omni@pve!provider', tokenSecret: '0a1b2c3d-0000-4000-8000-0000000000aa' };
 

@@ -36,6 +36,9 @@ const DEFAULT_EFFECTS: Record<StepName, (s: MachineState, requestId: string) => 
   startVM: (s) => {
     s.vmStartTask = 'UPID:pve1:0001:start';
   },
+  // Requests without `ha`: the HA steps change nothing.
+  registerHA: () => {},
+  syncHARules: () => {},
 };
 
 export interface StepCall {

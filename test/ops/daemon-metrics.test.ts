@@ -86,7 +86,7 @@ describe('daemon metrics', () => {
     await daemon.provider.controller.whenIdle();
 
     let m = await scrape();
-    for (const step of ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM']) {
+    for (const step of ['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'startVM', 'registerHA', 'syncHARules']) {
       expect(m.get(`proxmox_provider_provision_steps_total{step="${step}",result="done"}`), step).toBe(1);
       expect(m.get(`proxmox_provider_provision_step_duration_seconds_count{step="${step}"}`), step).toBeGreaterThanOrEqual(1);
     }

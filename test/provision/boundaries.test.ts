@@ -42,6 +42,9 @@ const EXAMPLE: Record<string, unknown> = {
   additional_disks: { disk_size: 10, storage_selector: 'true' },
   additional_nics: { bridge: 'vmbr1' },
   pci_devices: { mapping: 'gpu-a100' },
+  rules: 'omni-spread',
+  node_affinity_nodes: 'pve1',
+  comment: 'talos',
 };
 
 interface Case {
@@ -50,8 +53,16 @@ interface Case {
   data: Record<string, unknown>;
 }
 
-/** Puts `value` at `field` (`additional_disks[0].disk_size`) of a copy of BASE. */
+/** Puts `value` at `field` (`additional_disks[0].disk_size`, or inside an object: `ha.rules[0]`) of a copy of BASE. */
 function withValue(field: string, value: unknown): Record<string, unknown> {
+  const inObject = /^([a-z_]+)\.(.+)$/.exec(field);
+  if (inObject && !/^[a-z_]+\[/.test(field)) {
+    const inner = withValue(inObject[2]!, value);
+    const data: Record<string, unknown> = structuredClone(BASE);
+    const key = /^[a-z_]+/.exec(inObject[2]!)![0];
+    data[inObject[1]!] = { [key]: inner[key] };
+    return data;
+  }
   const data: Record<string, unknown> = structuredClone(BASE);
   const m = /^([a-z_]+)(?:\[0\](?:\.([a-z_]+))?)?$/.exec(field);
   if (!m?.[1]) throw new Error(`bad field ${field}`);
@@ -94,7 +105,7 @@ function leafCases(field: string, key: string, s: Leaf): Case[] {
       // The evidence: each of these was compiled only at VM creation, after the ISO download.
       for (const v of [',', '=', '\n', '\0', `${'('.repeat(5000)}true${')'.repeat(5000)}`, `${'('.repeat(300)}true${')'.repeat(300)}`, 'name', 'name == 1', 'x'])
         add(show(v), v);
-    } else if (key === 'description') {
+    } else if (key === 'description' || key === 'comment') {
       for (const v of [`${ex}\0`, `${ex}\x1b[31m`, `${ex}\r`]) add(show(v), v);
     } else if (key === 'cpu_type') {
       for (const v of ['host,flags=+avx2', 'host,flags=+vmx', 'host,reported-model=EPYC', 'host,args=-x', 'host,,', 'host\0', 'host\n', 'host flags']) add(show(v), v);
@@ -107,28 +118,39 @@ function leafCases(field: string, key: string, s: Leaf): Case[] {
 
 function arrayCases(field: string, s: Leaf): Case[] {
   const out: Case[] = [];
-  const ex = EXAMPLE[field];
-  const items = Array.from({ length: s.maxItems! + 1 }, (_, i) => (field === 'allowed_nodes' ? `pve${i + 1}` : ex));
+  const key = field.replace(/^.*\./, '');
+  const ex = EXAMPLE[key];
+  const items = Array.from({ length: s.maxItems! + 1 }, (_, i) => (key === 'allowed_nodes' ? `pve${i + 1}` : ex));
   out.push({ name: `${field} with ${s.maxItems! + 1} entries`, field, data: { ...BASE, [field]: items } });
   out.push({ name: `${field} not a list`, field, data: { ...BASE, [field]: 'x' } });
   return out;
 }
 
-function allCases(): Case[] {
+function propertyCases(properties: Record<string, Leaf>, prefix: string): Case[] {
   const out: Case[] = [];
-  for (const [key, s] of Object.entries(providerDataSchema.properties as Record<string, Leaf>)) {
-    if (s.type === 'array') {
-      out.push(...arrayCases(key, s));
+  for (const [key, s] of Object.entries(properties)) {
+    const field = `${prefix}${key}`;
+    if (s.type === 'object' && s.properties) {
+      out.push(...propertyCases(s.properties, `${field}.`));
+      out.push({ name: `${field} not an object`, field, data: { ...BASE, [key]: 'x' } });
+      out.push({ name: `${field} with an unknown key`, field: `${field}.nodes`, data: { ...BASE, [key]: { nodes: ['pve1'] } } });
+    } else if (s.type === 'array') {
+      out.push(...arrayCases(field, s).map((c) => ({ ...c, data: withValue(field, (c.data as Record<string, unknown>)[field]) })));
       const items = s.items!;
       if (items.properties) {
-        for (const [sub, ss] of Object.entries(items.properties)) out.push(...leafCases(`${key}[0].${sub}`, sub, ss));
+        for (const [sub, ss] of Object.entries(items.properties)) out.push(...leafCases(`${field}[0].${sub}`, sub, ss));
       } else {
-        out.push(...leafCases(`${key}[0]`, key, items));
+        out.push(...leafCases(`${field}[0]`, key, items));
       }
     } else {
-      out.push(...leafCases(key, key, s));
+      out.push(...leafCases(field, key, s));
     }
   }
+  return out;
+}
+
+function allCases(): Case[] {
+  const out: Case[] = propertyCases(providerDataSchema.properties as Record<string, Leaf>, '');
   // Rules across fields.
   out.push({ name: 'cores 256 on the default machine (pc takes 255 vCPUs)', field: 'cores', data: { ...BASE, cores: 256 } });
   out.push({ name: 'cores 128 × sockets 2 on pc', field: 'sockets', data: { ...BASE, cores: 128, sockets: 2 } });
@@ -161,6 +183,7 @@ describe('every field is bounded in the published schema', () => {
         if (s.items?.properties) for (const [k, v] of Object.entries(s.items.properties)) visit(`${path}[].${k}`, v);
         else if (s.items) visit(`${path}[]`, s.items);
       }
+      if (s.type === 'object') for (const [k, v] of Object.entries(s.properties ?? {})) visit(`${path}.${k}`, v);
     };
     for (const [k, v] of Object.entries(providerDataSchema.properties as Record<string, Leaf>)) visit(k, v);
     expect(unbounded).toEqual([]);
@@ -187,6 +210,17 @@ describe('every field is bounded in the published schema', () => {
         additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
         additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),
         pci_devices: Array.from({ length: LIMITS.pci_devices.max }, () => ({ mapping: max(LIMITS.mapping.max), mdev: max(LIMITS.mdev.max) })),
+        ha: {
+          state: 'ignored',
+          comment: `${max(LIMITS.comment.max - 1)}\t`,
+          max_restart: LIMITS.max_restart.max,
+          max_relocate: LIMITS.max_relocate.max,
+          failback: false,
+          rules: Array.from({ length: LIMITS.rules.max }, (_, i) => `r${i}${max(LIMITS.ha_rule.max - 4)}`),
+          node_affinity_nodes: Array.from({ length: LIMITS.node_affinity_nodes.max }, () => max(LIMITS.node.max)),
+          node_affinity_strict: true,
+          resource_affinity: 'positive',
+        },
       }),
     ).not.toThrow();
     expect(validateProviderData({ ...BASE, cores: 255 }).cores).toBe(255);
@@ -206,7 +240,13 @@ describe(`${CASES.length} values past a bound: refused, naming the field, with n
     expect(parsed).toBeInstanceOf(ProviderDataError);
     const pe = parsed as ProviderDataError;
     expect(pe.field).toBe(c.field);
-    expect(pe.message.startsWith(`provider data: ${c.field}: `) || pe.message.startsWith(`provider data: unknown key "${c.field}"`), pe.message).toBe(true);
+    const unknownInside = /^(.+)\.([a-z_]+)$/.exec(c.field);
+    expect(
+      pe.message.startsWith(`provider data: ${c.field}: `) ||
+        pe.message.startsWith(`provider data: unknown key "${c.field}"`) ||
+        (unknownInside !== null && pe.message.startsWith(`provider data: ${unknownInside[1]}: unknown key "${unknownInside[2]}"`)),
+      pe.message,
+    ).toBe(true);
     expect(pe.message.length).toBeLessThan(1200);
     // eslint-disable-next-line no-control-regex
     expect(pe.message).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f]/);

@@ -68,11 +68,13 @@ describe('provisioning', () => {
 
     expect(statuses.map((s) => s.status)).toEqual([
       '',
-      'Running Step: "pickNode" (1/5)',
-      'Running Step: "createSchematic" (2/5)',
-      'Running Step: "uploadISO" (3/5)',
-      'Running Step: "syncVM" (4/5)',
-      'Running Step: "startVM" (5/5)',
+      'Running Step: "pickNode" (1/7)',
+      'Running Step: "createSchematic" (2/7)',
+      'Running Step: "uploadISO" (3/7)',
+      'Running Step: "syncVM" (4/7)',
+      'Running Step: "startVM" (5/7)',
+      'Running Step: "registerHA" (6/7)',
+      'Running Step: "syncHARules" (7/7)',
       'Provision Complete',
     ]);
     expect(statuses[0]?.stage).toBe(Stage.PROVISIONING);
@@ -84,7 +86,7 @@ describe('provisioning', () => {
     const machine = privateState(f.omni.store, id);
     expect(status?.spec.id).toBe(machine?.spec.uuid);
     expect(machine?.spec).toMatchObject({ node: 'pve1', vmid: 100, vmStartTask: 'UPID:pve1:0001:start' });
-    expect(machine?.res.metadata.annotations['infra.omni.sidero.dev/step']).toBe('startVM');
+    expect(machine?.res.metadata.annotations['infra.omni.sidero.dev/step']).toBe('syncHARules');
 
     const request = f.omni.controllers.machineRequest(id);
     expect(request?.metadata.finalizers).toEqual([CTRL]);
@@ -125,12 +127,12 @@ describe('provisioning', () => {
     await f.eventually(() => isProvisioned(f.omni.store, id), 'PROVISIONED after retry');
     expect(annotationAtFailure).toBe('uploadISO');
     expect(statuses).toContainEqual({
-      status: 'Running Step: "syncVM" (4/5)',
+      status: 'Running Step: "syncVM" (4/7)',
       stage: Stage.FAILED,
       error: 'storage selector matched no storage on node pve1',
     });
     // The retry resumed at the last persisted step (uploadISO, re-run as Go does), then the failed one.
-    expect(p.stepsRun(id)).toEqual(['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'uploadISO', 'syncVM', 'startVM']);
+    expect(p.stepsRun(id)).toEqual(['pickNode', 'createSchematic', 'uploadISO', 'syncVM', 'uploadISO', 'syncVM', 'startVM', 'registerHA', 'syncHARules']);
     expect(mrs(f.omni.store, id)?.spec.error).toBe('');
   });
 
@@ -158,7 +160,7 @@ describe('provisioning', () => {
     controller = startController(f, p);
     await f.eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
     expect(snapshot).toEqual({ annotation: 'uploadISO', task: 'UPID:pve1:download', error: 'downloading Talos ISO: 40%', stage: Stage.PROVISIONING });
-    expect(p.stepsRun(req.metadata.id)).toEqual(['pickNode', 'createSchematic', 'uploadISO', 'uploadISO', 'syncVM', 'startVM']);
+    expect(p.stepsRun(req.metadata.id)).toEqual(['pickNode', 'createSchematic', 'uploadISO', 'uploadISO', 'syncVM', 'startVM', 'registerHA', 'syncHARules']);
   });
 
   it('transient failure keeps the stage PROVISIONING and retries with backoff', async () => {
@@ -170,7 +172,7 @@ describe('provisioning', () => {
     controller = startController(f, p);
     await f.eventually(() => isProvisioned(f.omni.store, req.metadata.id), 'PROVISIONED');
     expect(statuses.some((s) => s.stage === Stage.FAILED)).toBe(false);
-    expect(statuses).toContainEqual({ status: 'Running Step: "pickNode" (1/5)', stage: Stage.PROVISIONING, error: 'Proxmox API timed out' });
+    expect(statuses).toContainEqual({ status: 'Running Step: "pickNode" (1/7)', stage: Stage.PROVISIONING, error: 'Proxmox API timed out' });
   });
 
   it('invalid provider data: FAILED with the validation message and no step runs', async () => {

@@ -54,6 +54,17 @@ const everything: Required<ProviderData> = {
   ],
   additional_nics: [{ bridge: 'vmbr2', vlan: 30, firewall: true, model: 'e1000' }],
   pci_devices: [{ mapping: 'gpu-1', pcie: true, primary_gpu: true, rombar: false, mdev: 'nvidia-180' }],
+  ha: {
+    state: 'started',
+    comment: 'talos',
+    max_restart: 2,
+    max_relocate: 1,
+    failback: true,
+    rules: ['keep-apart'],
+    node_affinity_nodes: ['pve1', 'pve2'],
+    node_affinity_strict: true,
+    resource_affinity: 'negative',
+  },
 };
 
 describe('schema and type agree', () => {
@@ -63,6 +74,29 @@ describe('schema and type agree', () => {
     expect(Object.keys(items.additional_disks.items.properties).sort()).toEqual(Object.keys(everything.additional_disks[0] ?? {}).sort());
     expect(Object.keys(items.additional_nics.items.properties).sort()).toEqual(Object.keys(everything.additional_nics[0] ?? {}).sort());
     expect(Object.keys(items.pci_devices.items.properties).sort()).toEqual(Object.keys(everything.pci_devices[0] ?? {}).sort());
+    expect(Object.keys(items.ha.properties).sort()).toEqual(Object.keys(everything.ha).sort());
+  });
+
+  it('ha: the Go provider README and PR #72 blocks parse; defaults fill in; unknown keys and PVE-invalid ids are named', () => {
+    const readme = parseProviderData(
+      'cores: 2\nmemory: 4096\ndisk_size: 10\nstorage_selector: "true"\nha:\n  state: started\n  resource_affinity: negative # spread\n' +
+        '  node_affinity_nodes:\n    - pve1\n    - pve2\n',
+    );
+    expect(readme.ha).toEqual({ state: 'started', resource_affinity: 'negative', node_affinity_nodes: ['pve1', 'pve2'], node_affinity_strict: false, rules: [] });
+    const pr72 = parseProviderData(
+      'cores: 1\nsockets: 1\nmemory: 2048\ndisk_size: 8\nstorage_selector: name == \'local\'\nnetwork_bridge: vmbr2\nha:\n  rules: []\n' +
+        '  node_affinity_nodes:\n    - pve-1\n    - pve-2\n    - pve-3\n  resource_affinity: negative\n  state: started\n',
+    );
+    expect(pr72.ha?.node_affinity_nodes).toEqual(['pve-1', 'pve-2', 'pve-3']);
+    expect(parseProviderData('cores: 2\nmemory: 4096\ndisk_size: 10\nstorage_selector: "true"\n').ha).toBeUndefined();
+    expect(rejects('cores: 2\nmemory: 4096\ndisk_size: 10\nstorage_selector: "true"\nha:\n  stat: started\n').message).toBe(
+      'provider data: ha: unknown key "stat" (did you mean "state"?)',
+    );
+    // PVE's rule ids start with a letter (pve-configid); the Go provider's pattern let `1rule` through to a PVE error.
+    expect(rejects('cores: 2\nmemory: 4096\ndisk_size: 10\nstorage_selector: "true"\nha:\n  rules: [1rule]\n').message).toBe(
+      'provider data: ha.rules[0]: "1rule" is not a valid HA rule id (a letter, then letters, digits, - or _)',
+    );
+    expect(rejects('cores: 2\nmemory: 4096\ndisk_size: 10\nstorage_selector: "true"\nha:\n  max_restart: -1\n').field).toBe('ha.max_restart');
   });
 
   it('a fully populated value validates and comes back unchanged', () => {

@@ -63,7 +63,7 @@ describe('a refused request', () => {
     controller = startController(f, h.provisioner, { failedRetryMs: 20 });
     const status = await failedStatus(req.metadata.id);
     expect(status.spec.error).toMatch(/^provider data: network_bridge: no bridge "vmbr9" on any node this VM may use \(pve1: vmbr0, vmbr1; /);
-    expect(status.spec.status).toBe('Running Step: "pickNode" (1/5)');
+    expect(status.spec.status).toBe('Running Step: "pickNode" (1/7)');
     expect(writeCalls(h.sim)).toEqual([]);
     expect(h.sim.tasks({})).toEqual([]);
     const reads = h.sim.requests.length;

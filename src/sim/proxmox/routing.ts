@@ -38,6 +38,8 @@ export interface Route {
   /** multipart upload body. */
   upload?: boolean;
   handler: (ctx: RouteContext) => unknown;
+  /** Served only when this holds (an API the simulated version lacks answers 501 like any unknown path). */
+  available?: (sim: PveSim) => boolean;
 }
 
 export function matchRoute(pattern: string, segments: readonly string[]): Record<string, string> | undefined {

@@ -11,8 +11,9 @@ import { SeededRandom } from '../rng.js';
 import { matchRoute, WithTotal, type Route, type RouteContext } from './routing.js';
 import { accessRoutes } from './routes/access.js';
 import { clusterRoutes } from './routes/cluster.js';
+import { haReconcile, haRoutes, SimHa } from './ha.js';
 import { nodeRoutes } from './routes/nodes.js';
-import { qemuRoutes } from './routes/qemu.js';
+import { haStartVm, haStopVm, qemuRoutes } from './routes/qemu.js';
 import { storageRoutes } from './routes/storage.js';
 import { ClusterState, type SimVm, type SimVolume } from './state.js';
 import { TaskBoard, type SimTask, type TaskFilter } from './tasks.js';
@@ -63,12 +64,14 @@ export interface PveSimOptions {
 }
 
 const jsonType = 'application/json;charset=UTF-8';
-const allRoutes: Route[] = [...accessRoutes, ...clusterRoutes, ...nodeRoutes, ...qemuRoutes, ...storageRoutes];
+const allRoutes: Route[] = [...accessRoutes, ...clusterRoutes, ...haRoutes, ...nodeRoutes, ...qemuRoutes, ...storageRoutes];
 
 export class PveSim {
   readonly clock: SimClock;
   readonly rng: SeededRandom;
   readonly state = new ClusterState();
+  /** HA resources, rules (PVE 9) and groups (PVE 8): /etc/pve/ha. */
+  readonly ha = new SimHa();
   readonly access: AccessControl;
   readonly taskBoard: TaskBoard;
   readonly faults: FaultPlan;
@@ -117,6 +120,7 @@ export class PveSim {
       (node) => this.state.nodes.get(node)?.bootedAtMs ?? 0,
     );
     seedFixture(this, f);
+    for (const vm of this.state.vms.values()) if (vm.haManaged) this.ha.addResource(this, `vm:${vm.vmid}`, { state: vm.running ? 'started' : 'stopped' });
     if (!this.access.users.has('root@pam')) this.access.addUser({ userid: 'root@pam', password: defaultRootPassword, enabled: true });
     if (!f.tokens) {
       this.access.addToken({ fullid: defaultTokenId, userid: 'root@pam', secret: defaultTokenSecret, privsep: false, expire: 0 });
@@ -163,6 +167,7 @@ export class PveSim {
     let pathParams: Record<string, string> = {};
     for (const r of allRoutes) {
       if (r.method !== method) continue;
+      if (r.available && !r.available(this)) continue;
       const m = matchRoute(r.pattern, segments);
       if (m) {
         route = r;
@@ -491,7 +496,24 @@ export class PveSim {
 
   /** Marks a VM as an HA resource (start/stop become hastart/hastop; destroy needs purge). */
   setHaManaged(vmid: number, managed: boolean): void {
-    this.mustVm(vmid).haManaged = managed;
+    const vm = this.mustVm(vmid);
+    if (managed) this.ha.addResource(this, `vm:${vmid}`, { state: vm.running ? 'started' : 'stopped' });
+    else this.ha.removeResource(this, `vm:${vmid}`, true);
+  }
+
+  /** The HA stack (LRM) starting a VM of a `started` resource; runs as the work of a `qmstart` task. */
+  haStartVm(vmid: number): void {
+    haStartVm(this, vmid);
+  }
+
+  /** The HA stack shutting down a VM of a `stopped`/`disabled` resource. */
+  haStopVm(vmid: number): void {
+    haStopVm(this, vmid);
+  }
+
+  /** Lets the HA stack act on a resource now (after a test changed the cluster, e.g. brought a node back). */
+  haReconcile(sid: string): void {
+    haReconcile(this, sid);
   }
 
   revokeToken(fullid: string): void {

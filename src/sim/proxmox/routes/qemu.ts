@@ -476,7 +476,8 @@ async function destroyVm({ sim, caller, node, params }: RouteContext): Promise<s
       for (const volid of owned) {
         if (sim.state.removeVolume(volid, n)) log(`  Logical volume "${volid.split(':')[1]}" successfully removed.`);
       }
-      if (params['purge'] === 1) vm.haManaged = false;
+      // qemu-server: with purge, delete_service_from_config("vm:<id>", purge) (PVE 9 also strips it from rules).
+      if (params['purge'] === 1) sim.ha.removeResource(sim, `vm:${vmid}`, true);
       sim.state.vms.delete(vmid);
       sim.event('vm-destroyed', { vmid, node: n });
     },
@@ -485,4 +486,18 @@ async function destroyVm({ sim, caller, node, params }: RouteContext): Promise<s
     },
   });
   return task.upid;
+}
+
+/** The HA LRM starting a VM (its `started` request state). */
+export function haStartVm(sim: PveSim, vmid: number): void {
+  const vm = sim.state.vms.get(vmid);
+  if (!vm) throw new Error(`unable to find configuration file for VM ${vmid}`);
+  if (vm.running) return;
+  startVm(sim, vmid, vm.node, true);
+}
+
+/** The HA LRM shutting a VM down (its `stopped`/`disabled` request state). */
+export function haStopVm(sim: PveSim, vmid: number): void {
+  const vm = sim.state.vms.get(vmid);
+  if (vm) stopVm(sim, vm);
 }
