@@ -28,6 +28,7 @@ export const LIMITS = {
   mapping: { max: 128, source: 'ours: Proxmox sets no length, 128 characters is far more than any mapping id needs' },
   mdev: { max: 255, source: 'a mediated device type is a sysfs directory name, at most 255 characters' },
   cpu_type: { max: 512, source: 'ours: the longest valid cpu value (model, all 13 flags, every option) is far shorter' },
+  vga: { max: 64, source: 'ours: the longest valid vga value (type=virtio-gl,memory=512,clipboard=vnc) has 39 characters' },
   description: { max: 8192, source: "Proxmox's description maxLength" },
   storage_selector: { max: 4096, source: 'ours: selectors are short conditions; the CEL parser also stops at 250 levels of nesting' },
   tags: { max: 64, source: 'ours: more tags than any VM needs' },

@@ -177,6 +177,10 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
       );
     }
   }
+  if (data.vga !== undefined) {
+    // Read with PVE's vga format and written back (the Go provider passes it verbatim; the value is the same).
+    p.vga = serialise('vga', () => formatPropertyString(parsePropertyString(data.vga as string, formats.vga), formats.vga));
+  }
   if (data.machine_type !== undefined) {
     const type = data.machine_type === 'i440fx' ? 'pc' : data.machine_type;
     p.machine = serialise('machine', () => formatPropertyString({ type }, formats.machine));

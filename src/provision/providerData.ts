@@ -81,6 +81,8 @@ export interface ProviderData {
   /** false → balloon=0 (device off); unset/true → PVE default. */
   balloon?: boolean;
   bios?: 'seabios' | 'ovmf';
+  /** PVE `vga` property string (`std`, `qxl,memory=32`, `virtio,clipboard=vnc`); unset leaves PVE's default. */
+  vga?: string;
   description?: string;
   /** What the NoCloud meta-data says the hostname is. */
   hostname: 'none' | 'request-id';
@@ -118,6 +120,24 @@ const CPU_OPTION =
  * node before the VM is created (its list depends on the installed QEMU).
  */
 const CPU_PATTERN = `^(${CPU_MODEL}|${CPU_OPTION})(,(${CPU_MODEL}|${CPU_OPTION}))*$`;
+
+/** qemu-server's `vga` types (pve-qm-vga `type`, its default key). */
+export const VGA_TYPES = ['cirrus', 'qxl', 'qxl2', 'qxl3', 'qxl4', 'none', 'serial0', 'serial1', 'serial2', 'serial3', 'std', 'virtio', 'virtio-gl', 'vmware'] as const;
+/**
+ * The `vga` value a VM config may hold (qemu-server pve-qm-vga): a type (bare or `type=`), `memory=4..512` (MiB),
+ * `clipboard=vnc`, each at most once and in any order (PVE refuses a key given twice). RE2 has no lookahead, so the
+ * orders are spelled out: every non-empty arrangement of the three options.
+ */
+const VGA_PATTERN = (() => {
+  const options = [`(type=)?(${VGA_TYPES.join('|')})`, 'memory=([4-9]|[1-9][0-9]|[1-4][0-9]{2}|50[0-9]|51[0-2])', 'clipboard=vnc'];
+  const arrangements: string[] = [];
+  const build = (used: readonly number[]): void => {
+    if (used.length > 0) arrangements.push(used.map((i) => options[i]).join(','));
+    for (let i = 0; i < options.length; i++) if (!used.includes(i)) build([...used, i]);
+  };
+  build([]);
+  return `^(${arrangements.map((a) => `(${a})`).join('|')})$`;
+})();
 
 const diskFlags = {
   disk_ssd: { type: 'boolean', default: false, description: 'Expose the disk as an SSD (ssd=1).' },
@@ -203,6 +223,15 @@ export const providerDataSchema = {
     },
     balloon: { type: 'boolean', description: 'false disables the balloon device (balloon=0).' },
     bios: { type: 'string', enum: ['seabios', 'ovmf'], description: "Firmware; 'ovmf' also creates efidisk0 on the system disk storage." },
+    vga: {
+      type: 'string',
+      minLength: 1,
+      maxLength: LIMITS.vga.max,
+      pattern: VGA_PATTERN,
+      description:
+        `Display (PVE vga): a type (${VGA_TYPES.join(', ')}), optionally with memory=4..512 (MiB) and clipboard=vnc, ` +
+        "e.g. 'std', 'none', 'qxl,memory=32'. Unset: Proxmox's default.",
+    },
     description: {
       type: 'string',
       maxLength: LIMITS.description.max,
@@ -391,6 +420,7 @@ function describeAjvError(e: ErrorObject, root: unknown): ProviderDataError {
     case 'pattern': {
       const last = path.replace(/\[\d+\]$/, '').split('.').pop() ?? '';
       if (last === 'cpu_type') return cpuTypeError(String(value));
+      if (last === 'vga') return vgaError(String(value));
       const noun = FIELD_NOUN[last] ?? 'value';
       return new ProviderDataError(`provider data: ${where}${preview(value)} is not a valid ${noun}`, path);
     }
@@ -446,6 +476,19 @@ function cpuTypeError(value: string): ProviderDataError {
   return new ProviderDataError(`provider data: cpu_type: ${preview(value)} is not a valid Proxmox cpu value (${safe})`, 'cpu_type');
 }
 
+/** Why a vga value is refused: PVE's parse error of the pve-qm-vga format, or the form the schema requires. */
+function vgaError(value: string): ProviderDataError {
+  let detail = `a type (${VGA_TYPES.join(', ')}), then optionally memory=4..512 and clipboard=vnc, each once`;
+  try {
+    parsePropertyString(value, formats.vga);
+  } catch (err) {
+    if (err instanceof PropertyStringError) detail = err.detail.replace(/^format error\n/, '').replace(/\n/g, '; ');
+  }
+  // eslint-disable-next-line no-control-regex
+  const safe = detail.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`).slice(0, 400);
+  return new ProviderDataError(`provider data: vga: ${preview(value)} is not a valid Proxmox vga value (${safe})`, 'vga');
+}
+
 function article(type: string): string {
   return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
@@ -484,6 +527,14 @@ function checkPveFormats(d: ProviderData): void {
   } catch (err) {
     if (err instanceof ProviderDataError) throw err;
     throw cpuTypeError(d.cpu_type);
+  }
+  if (d.vga !== undefined) {
+    // The schema's pattern is the first check; PVE's own parser (pve-qm-vga) is the second.
+    try {
+      parsePropertyString(d.vga, formats.vga);
+    } catch {
+      throw vgaError(d.vga);
+    }
   }
   d.additional_nics.forEach((n, i) => {
     if (!pveFormat.bridgeId(n.bridge)) throw bad(`additional_nics[${i}].bridge`, n.bridge, 'bridge name');

@@ -38,6 +38,7 @@ const EXAMPLE: Record<string, unknown> = {
   mdev: 'nvidia-180',
   cpu_type: 'host',
   description: 'talos',
+  vga: 'std',
   storage_selector: 'true',
   additional_disks: { disk_size: 10, storage_selector: 'true' },
   additional_nics: { bridge: 'vmbr1' },
@@ -137,6 +138,12 @@ function allCases(): Case[] {
   out.push({ name: 'pcie without q35', field: 'pci_devices[0].pcie', data: { ...BASE, pci_devices: [{ mapping: 'gpu-a100', pcie: true }] } });
   out.push({ name: 'node outside allowed_nodes', field: 'node', data: { ...BASE, node: 'pve3', allowed_nodes: ['pve1'] } });
   out.push({ name: 'an unknown key', field: 'corse', data: { ...BASE, corse: 2 } });
+  // vga against qemu-server's pve-qm-vga: type enum (case-sensitive), memory 4..512, clipboard only vnc, keys once.
+  for (const v of ['STD', 'vga', 'std,memory=3', 'std,memory=513', 'std,memory=-4', 'std,memory=8.5', 'memory=0', 'std,clipboard=spice',
+    'std,type=qxl', 'std,std', 'std,memory=8,memory=16', 'std,clipboard=vnc,clipboard=vnc', 'std,', ',std', 'std,foo=1', 'type=', 'memory=',
+    'type=std,memory=512,clipboard=vnc,x', 'ｓｔｄ']) {
+    out.push({ name: `vga = ${JSON.stringify(v)}`, field: 'vga', data: { ...BASE, vga: v } });
+  }
   return out;
 }
 
@@ -183,6 +190,7 @@ describe('every field is bounded in the published schema', () => {
         pool: max(LIMITS.pool.max),
         description: `${max(LIMITS.description.max - 2)}\n\t`,
         cpu_type: 'host,flags=+aes;+nested-virt',
+        vga: 'type=virtio-gl,memory=512,clipboard=vnc',
         storage_selector: `${' '.repeat(LIMITS.storage_selector.max - 4)}true`,
         additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
         additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),
@@ -190,6 +198,9 @@ describe('every field is bounded in the published schema', () => {
       }),
     ).not.toThrow();
     expect(validateProviderData({ ...BASE, cores: 255 }).cores).toBe(255);
+    for (const vga of ['std', 'none', 'serial0', 'qxl4', 'memory=4', 'clipboard=vnc,memory=512', 'memory=16,type=virtio,clipboard=vnc', 'vmware,memory=99']) {
+      expect(validateProviderData({ ...BASE, vga }).vga).toBe(vga);
+    }
     expect(validateProviderData({ ...BASE, hugepages: 1024, numa: true }).hugepages).toBe('1024');
   });
 });

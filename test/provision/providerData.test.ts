@@ -45,6 +45,7 @@ const everything: Required<ProviderData> = {
   hugepages: '1GB',
   balloon: false,
   bios: 'ovmf',
+  vga: 'qxl,memory=32',
   description: 'talos worker',
   hostname: 'request-id',
   tags: ['prod'],

@@ -43,6 +43,9 @@ describe('refuses what PVE refuses', () => {
     ['watchdog', 'model=foo', "invalid format - format error\nwatchdog.model: value 'foo' does not have a value in the enumeration 'i6300esb, ib700'"],
     ['keyboard', 'xx', expect.stringMatching(/^value 'xx' does not have a value in the enumeration 'de, de-ch, /)],
     ['cpulimit', '129', 'value must have a maximum value of 128'],
+    ['vga', 'STD', "invalid format - format error\nvga.type: value 'STD' does not have a value in the enumeration 'cirrus, qxl, qxl2, qxl3, qxl4, none, serial0, serial1, serial2, serial3, std, virtio, virtio-gl, vmware'"],
+    ['vga', 'std,memory=513', 'invalid format - format error\nvga.memory: value must have a maximum value of 512'],
+    ['vga', 'std,clipboard=spice', "invalid format - format error\nvga.clipboard: value 'spice' does not have a value in the enumeration 'vnc'"],
   ])('%s=%s', async (key, value, text) => {
     const { r } = await create({ [key]: value });
     expect(r.status).toBe(400);
