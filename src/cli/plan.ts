@@ -62,6 +62,7 @@ export default async function plan(argv: string[]): Promise<number> {
     const snapshots = await nodeSnapshots(target.pve, {
       setId,
       needPciMappings: data.pci_devices.length > 0,
+      needUsbMappings: data.usb_devices.length > 0,
       bridges: checked.bridges,
     });
     let node: string;

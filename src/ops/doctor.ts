@@ -58,8 +58,10 @@ export const REQUIRED_PRIVILEGES = [
 ] as const;
 export const OPTIONAL_PRIVILEGES: Readonly<Record<string, string>> = {
   'Sys.AccessNetwork': 'downloading the Talos ISO on Proxmox VE 8.1 and later (or Sys.Modify on / before 8.1)',
-  'Mapping.Audit': 'PCI passthrough (pci_devices)',
-  'Mapping.Use': 'PCI passthrough (pci_devices)',
+  // The same two privileges for both kinds of mapping: Mapping.Use on /mapping/pci/<id> or /mapping/usb/<id> (qemu-server
+  // check_hostpci_perm, check_usb_perm), and one of Mapping.Audit/Use/Modify there to list it (Cluster/Mapping/*.pm).
+  'Mapping.Audit': 'PCI and USB passthrough (pci_devices, usb_devices)',
+  'Mapping.Use': 'PCI and USB passthrough (pci_devices, usb_devices)',
 };
 
 /** Omni refuses signed requests whose timestamp is further off than this. */

@@ -17,6 +17,8 @@ export const SEED_ISO_SLOT = 'ide0';
  */
 export const BOOT_DEVICES = ['scsi0', TALOS_ISO_SLOT, 'net0'] as const;
 export const DEFAULT_CPU_TYPE = 'x86-64-v2-AES';
+/** USB slots usable without the qemu-xhci controller (qemu-server USB.pm `$OLD_MAX_USB`). */
+export const USB_LEGACY_SLOTS = 5;
 
 export interface PlanContext {
   /** The MachineRequest id; becomes the VM name. */
@@ -207,6 +209,14 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
       ),
     );
   });
+  data.usb_devices.forEach((dev, i) => {
+    const param = `usb${i}`;
+    p[param] = serialise(param, () => formatPropertyString({ mapping: dev.mapping, usb3: dev.usb3 ? 1 : undefined }, formats.usb));
+  });
+  // qemu-server plugs usb5..usb13 only into the qemu-xhci controller, which it uses for ostype l26 (or Windows > 7);
+  // without it the start fails ("using usb5 is only possible with machine type >= 7.1 and ostype l26 ..."). Talos is
+  // Linux, so l26 is its right type; it is sent only when needed, so that other VMs keep the Go provider's parameters.
+  if (data.usb_devices.length > USB_LEGACY_SLOTS) p.ostype = 'l26';
   if (data.description !== undefined && data.description !== '') p.description = data.description;
   p.boot = serialise('boot', () => formatPropertyString({ order: BOOT_DEVICES.join(';') }, formats.boot));
   return p;

@@ -52,6 +52,13 @@ export interface PciDevice {
   mdev?: string;
 }
 
+export interface UsbDevice {
+  /** Cluster resource mapping id (Datacenter → Resource Mappings → USB). */
+  mapping: string;
+  /** usb3=1 (plug into an xHCI controller). */
+  usb3: boolean;
+}
+
 /** Provider data after defaults are applied. Keys are the Go provider's (snake_case). */
 export interface ProviderData {
   cores: number;
@@ -91,6 +98,8 @@ export interface ProviderData {
   additional_disks: AdditionalDisk[];
   additional_nics: AdditionalNic[];
   pci_devices: PciDevice[];
+  /** usb0, usb1, ... in list order (the Go provider's v0.3 key). */
+  usb_devices: UsbDevice[];
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -318,6 +327,26 @@ export const providerDataSchema = {
         },
       },
     },
+    usb_devices: {
+      type: 'array',
+      maxItems: LIMITS.usb_devices.max,
+      default: [],
+      description: 'USB devices passed through via cluster resource mappings (usb0, usb1, ... in list order).',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['mapping'],
+        properties: {
+          mapping: {
+            type: 'string',
+            maxLength: LIMITS.mapping.max,
+            pattern: MAPPING_PATTERN,
+            description: 'USB resource mapping id (Datacenter → Resource Mappings), e.g. zigbee-controller.',
+          },
+          usb3: { type: 'boolean', default: false, description: 'USB 3 device (usb3=1).' },
+        },
+      },
+    },
   },
 } as const;
 
@@ -421,7 +450,7 @@ function describeAjvError(e: ErrorObject, root: unknown): ProviderDataError {
       const last = path.replace(/\[\d+\]$/, '').split('.').pop() ?? '';
       if (last === 'cpu_type') return cpuTypeError(String(value));
       if (last === 'vga') return vgaError(String(value));
-      const noun = FIELD_NOUN[last] ?? 'value';
+      const noun = last === 'mapping' && path.startsWith('usb_devices') ? 'USB mapping id' : (FIELD_NOUN[last] ?? 'value');
       return new ProviderDataError(`provider data: ${where}${preview(value)} is not a valid ${noun}`, path);
     }
     case 'minimum':
@@ -547,6 +576,9 @@ function checkPveFormats(d: ProviderData): void {
         `pci_devices[${i}].pcie`,
       );
     }
+  });
+  d.usb_devices.forEach((u, i) => {
+    if (!pveFormat.mappingId(u.mapping)) throw bad(`usb_devices[${i}].mapping`, u.mapping, 'USB mapping id');
   });
 }
 

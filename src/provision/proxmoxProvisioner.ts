@@ -237,6 +237,7 @@ export class ProxmoxProvisioner implements Provisioner {
     const snapshots = await nodeSnapshots(this.#pve, {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
+      needUsbMappings: data.usb_devices.length > 0,
       bridges: checked.bridges,
     });
     const want = placementRequest(request.id, data, request.machineRequestSetId);

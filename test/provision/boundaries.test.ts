@@ -43,6 +43,7 @@ const EXAMPLE: Record<string, unknown> = {
   additional_disks: { disk_size: 10, storage_selector: 'true' },
   additional_nics: { bridge: 'vmbr1' },
   pci_devices: { mapping: 'gpu-a100' },
+  usb_devices: { mapping: 'rtl-sdr' },
 };
 
 interface Case {
@@ -54,7 +55,7 @@ interface Case {
 /** Puts `value` at `field` (`additional_disks[0].disk_size`) of a copy of BASE. */
 function withValue(field: string, value: unknown): Record<string, unknown> {
   const data: Record<string, unknown> = structuredClone(BASE);
-  const m = /^([a-z_]+)(?:\[0\](?:\.([a-z_]+))?)?$/.exec(field);
+  const m = /^([a-z_]+)(?:\[0\](?:\.([a-z0-9_]+))?)?$/.exec(field);
   if (!m?.[1]) throw new Error(`bad field ${field}`);
   const [, top, sub] = m;
   if (field === top) data[top] = value;
@@ -138,6 +139,7 @@ function allCases(): Case[] {
   out.push({ name: 'pcie without q35', field: 'pci_devices[0].pcie', data: { ...BASE, pci_devices: [{ mapping: 'gpu-a100', pcie: true }] } });
   out.push({ name: 'node outside allowed_nodes', field: 'node', data: { ...BASE, node: 'pve3', allowed_nodes: ['pve1'] } });
   out.push({ name: 'an unknown key', field: 'corse', data: { ...BASE, corse: 2 } });
+  out.push({ name: 'usb_devices with 15 entries (upstream allows 15; PVE has usb0..usb13)', field: 'usb_devices', data: { ...BASE, usb_devices: Array.from({ length: 15 }, () => ({ mapping: 'rtl-sdr' })) } });
   // vga against qemu-server's pve-qm-vga: type enum (case-sensitive), memory 4..512, clipboard only vnc, keys once.
   for (const v of ['STD', 'vga', 'std,memory=3', 'std,memory=513', 'std,memory=-4', 'std,memory=8.5', 'memory=0', 'std,clipboard=spice',
     'std,type=qxl', 'std,std', 'std,memory=8,memory=16', 'std,clipboard=vnc,clipboard=vnc', 'std,', ',std', 'std,foo=1', 'type=', 'memory=',
@@ -195,6 +197,7 @@ describe('every field is bounded in the published schema', () => {
         additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
         additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),
         pci_devices: Array.from({ length: LIMITS.pci_devices.max }, () => ({ mapping: max(LIMITS.mapping.max), mdev: max(LIMITS.mdev.max) })),
+        usb_devices: Array.from({ length: LIMITS.usb_devices.max }, () => ({ mapping: max(LIMITS.mapping.max), usb3: true })),
       }),
     ).not.toThrow();
     expect(validateProviderData({ ...BASE, cores: 255 }).cores).toBe(255);

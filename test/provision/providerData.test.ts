@@ -55,6 +55,7 @@ const everything: Required<ProviderData> = {
   ],
   additional_nics: [{ bridge: 'vmbr2', vlan: 30, firewall: true, model: 'e1000' }],
   pci_devices: [{ mapping: 'gpu-1', pcie: true, primary_gpu: true, rombar: false, mdev: 'nvidia-180' }],
+  usb_devices: [{ mapping: 'rtl-sdr', usb3: true }],
 };
 
 describe('schema and type agree', () => {
@@ -64,6 +65,7 @@ describe('schema and type agree', () => {
     expect(Object.keys(items.additional_disks.items.properties).sort()).toEqual(Object.keys(everything.additional_disks[0] ?? {}).sort());
     expect(Object.keys(items.additional_nics.items.properties).sort()).toEqual(Object.keys(everything.additional_nics[0] ?? {}).sort());
     expect(Object.keys(items.pci_devices.items.properties).sort()).toEqual(Object.keys(everything.pci_devices[0] ?? {}).sort());
+    expect(Object.keys(items.usb_devices.items.properties).sort()).toEqual(Object.keys(everything.usb_devices[0] ?? {}).sort());
   });
 
   it('a fully populated value validates and comes back unchanged', () => {
@@ -102,6 +104,7 @@ describe('parseProviderData: defaults (the Go provider\'s)', () => {
       additional_disks: [],
       additional_nics: [],
       pci_devices: [],
+      usb_devices: [],
     });
   });
 
@@ -129,6 +132,9 @@ describe('parseProviderData: rejections name the field', () => {
     ['unknown key without suggestion', `${BASE}wibble: 1\n`, 'provider data: unknown key "wibble"', 'wibble'],
     ['unknown key in a disk', `${BASE}additional_disks:\n  - {disk_size: 5, storage_selector: x, disk_sizee: 1}\n`, 'provider data: additional_disks[0]: unknown key "disk_sizee" (did you mean "disk_size"?)', 'additional_disks[0].disk_sizee'],
     ['unknown key in a nic', `${BASE}additional_nics:\n  - {bridge: vmbr1, tag: 5}\n`, 'provider data: additional_nics[0]: unknown key "tag"', 'additional_nics[0].tag'],
+    ['usb device without mapping', `${BASE}usb_devices:\n  - {usb3: true}\n`, 'provider data: usb_devices[0]: missing required key "mapping"', 'usb_devices[0].mapping'],
+    ['usb device by host id (root-only in PVE; upstream has no such key)', `${BASE}usb_devices:\n  - {mapping: sdr, host: "0bda:2838"}\n`, 'provider data: usb_devices[0]: unknown key "host"', 'usb_devices[0].host'],
+    ['usb mapping id that is not a PVE config id', `${BASE}usb_devices:\n  - {mapping: "1sdr"}\n`, 'provider data: usb_devices[0].mapping: "1sdr" is not a valid USB mapping id', 'usb_devices[0].mapping'],
     ['unknown key in a pci device', `${BASE}pci_devices:\n  - {mapping: gpu, x_vga: true}\n`, 'provider data: pci_devices[0]: unknown key "x_vga"', 'pci_devices[0].x_vga'],
     ['missing key in an item', `${BASE}additional_disks:\n  - {disk_size: 5}\n`, 'provider data: additional_disks[0]: missing required key "storage_selector"', 'additional_disks[0].storage_selector'],
     ['bridge smuggling a property', `${BASE}network_bridge: "vmbr0,firewall=0"\n`, 'provider data: network_bridge: "vmbr0,firewall=0" is not a valid bridge name', 'network_bridge'],

@@ -1,4 +1,4 @@
-// Routes below /cluster: status, nextid, resources, PCI mappings.
+// Routes below /cluster: status, nextid, resources, PCI and USB mappings.
 import { paramError, serverError } from '../errors.js';
 import type { Route } from '../routing.js';
 import type { PveSim } from '../sim.js';
@@ -137,6 +137,34 @@ export const clusterRoutes: Route[] = [
         const entry: Record<string, unknown> = {
           id: m.id,
           map: m.map.map((e, i) => `node=${e.node},path=${e.path},id=${e.id},iommugroup=${10 + i}`),
+          digest: sim.rng.hex(20),
+        };
+        if (m.description !== undefined) entry['description'] = m.description;
+        if (checkNode !== undefined) {
+          entry['checks'] = m.map.some((e) => e.node === checkNode)
+            ? []
+            : [{ severity: 'warning', message: `No mapping for node '${checkNode}'` }];
+        }
+        out.push(entry);
+      }
+      return sim.order(out);
+    },
+  },
+  {
+    // pve-manager API2/Cluster/Mapping/USB.pm index: the mappings the caller holds Mapping.Audit, .Use or .Modify on;
+    // `check-node` adds the checks for that node (an entry missing there is a warning).
+    method: 'GET',
+    pattern: '/cluster/mapping/usb',
+    schema: { 'check-node': { ...nodeSpec, optional: true } },
+    handler: ({ sim, params, caller }) => {
+      const checkNode = params['check-node'];
+      const out: Record<string, unknown>[] = [];
+      for (const m of sim.state.usbMappings.values()) {
+        const path = `/mapping/usb/${m.id}`;
+        if (!['Mapping.Audit', 'Mapping.Use', 'Mapping.Modify'].some((p) => sim.access.has(caller, path, p))) continue;
+        const entry: Record<string, unknown> = {
+          id: m.id,
+          map: m.map.map((e) => `node=${e.node},id=${e.id}${e.path ? `,path=${e.path}` : ''}`),
           digest: sim.rng.hex(20),
         };
         if (m.description !== undefined) entry['description'] = m.description;
