@@ -9,6 +9,7 @@ import { DiskStorageError, selectDiskStorages } from '../provision/diskStorages.
 import { planVm } from '../provision/planVm.js';
 import { parseProviderData } from '../provision/providerData.js';
 import { RequestRefused, validateRequest } from '../provision/validateRequest.js';
+import { lowestFreeVmid, parseVmidRange } from '../provision/vmidRange.js';
 import { isoCacheKey } from '../omni/images.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
@@ -85,7 +86,15 @@ export default async function plan(argv: string[]): Promise<number> {
     const isoName = schematic
       ? `${isoCacheKey('factory.talos.dev', schematic, talosVersion, 'amd64')}.iso`
       : 'talos-nocloud-amd64.iso';
-    const vmid = await target.pve.nextId();
+    // The VMID the create would get now: the range's lowest free one, or Proxmox's nextid.
+    const range = data.vmid_range === undefined ? undefined : parseVmidRange(data.vmid_range);
+    let vmid: number;
+    try {
+      vmid = typeof range === 'object' ? await lowestFreeVmid(target.pve, range, new Map()) : await target.pve.nextId();
+    } catch (err) {
+      if (err instanceof ProviderDataError) throw new PlanError(err.message);
+      throw err;
+    }
     let params;
     try {
       params = planVm(data, {

@@ -36,6 +36,7 @@ export const LIMITS = {
   additional_disks: { max: 30, source: 'scsi1..scsi30: a VM has 31 SCSI slots and scsi0 is the system disk' },
   additional_nics: { max: 31, source: 'net1..net31: a VM has 32 NICs and net0 is the first' },
   pci_devices: { max: 16, source: 'hostpci0..hostpci15: a VM has 16 PCI passthrough slots' },
+  vmid_range: { max: 19, source: "two VMIDs of at most 9 digits (PVE's largest is 999999999) and a dash" },
   usb_devices: { max: 14, source: 'usb0..usb13: qemu-server takes 14 USB devices (USB.pm $MAX_USB_DEVICES)' },
 } as const satisfies Record<string, Bound>;
 

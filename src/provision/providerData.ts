@@ -7,6 +7,7 @@ import { VM_CPU_FLAGS, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringError } from '../proxmox/propertyString.js';
 import { ProviderDataError } from './errors.js';
 import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
+import { parseVmidRange } from './vmidRange.js';
 
 export const PLACEMENT_STRATEGIES = ['spread', 'fewer-vms', 'round-robin', 'binpack'] as const;
 export type PlacementStrategy = (typeof PLACEMENT_STRATEGIES)[number];
@@ -100,6 +101,8 @@ export interface ProviderData {
   pci_devices: PciDevice[];
   /** usb0, usb1, ... in list order (the Go provider's v0.3 key). */
   usb_devices: UsbDevice[];
+  /** `start-end`: the VM takes the lowest free VMID of this range instead of Proxmox's nextid. */
+  vmid_range?: string;
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -111,6 +114,8 @@ const TAG_PATTERN = '^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$';
 const POOL_PATTERN = '^[A-Za-z0-9._-]+$';
 const MAPPING_PATTERN = '^[a-zA-Z][a-zA-Z0-9_-]+$';
 const MDEV_PATTERN = '^[A-Za-z0-9_+-]+$';
+/** Two PVE VMIDs (pve-vmid: 100..999999999, no leading zero) joined by `-`; start <= end is checked at run time. */
+const VMID_RANGE_PATTERN = '^[1-9][0-9]{2,8}-[1-9][0-9]{2,8}$';
 /** Text without control characters (tab, LF and CR allowed): CEL selectors. */
 const SELECTOR_TEXT_PATTERN = '^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$';
 /** Text without control characters (tab and LF allowed): the VM description, kept in the VM's text config file. */
@@ -327,6 +332,14 @@ export const providerDataSchema = {
         },
       },
     },
+    vmid_range: {
+      type: 'string',
+      maxLength: LIMITS.vmid_range.max,
+      pattern: VMID_RANGE_PATTERN,
+      description:
+        "VMIDs for this class's VMs, 'start-end' (100-999999999, start <= end): each VM takes the lowest free one. " +
+        'Unset: Proxmox picks (nextid).',
+    },
     usb_devices: {
       type: 'array',
       maxItems: LIMITS.usb_devices.max,
@@ -370,6 +383,7 @@ const FIELD_NOUN: Record<string, string> = {
   mdev: 'mediated device type',
   description: 'description (control characters other than tab and newline are not allowed)',
   storage_selector: 'storage selector (control characters other than tab and newline are not allowed)',
+  vmid_range: 'VMID range ("start-end", each 100-999999999 without leading zeros)',
 };
 
 const TOP_KEYS = Object.keys(providerDataSchema.properties);
@@ -577,6 +591,12 @@ function checkPveFormats(d: ProviderData): void {
       );
     }
   });
+  if (d.vmid_range !== undefined) {
+    const range = parseVmidRange(d.vmid_range);
+    if (typeof range === 'string') {
+      throw new ProviderDataError(`provider data: vmid_range: ${JSON.stringify(d.vmid_range)}: ${range}`, 'vmid_range');
+    }
+  }
   d.usb_devices.forEach((u, i) => {
     if (!pveFormat.mappingId(u.mapping)) throw bad(`usb_devices[${i}].mapping`, u.mapping, 'USB mapping id');
   });

@@ -32,7 +32,7 @@ const base = 'cores: 2\nmemory: 4096\ndisk_size: 20\n';
 // Each test runs the CLI (a fresh Node process) several times: seconds each on a busy machine.
 describe('plan', { timeout: 90_000 }, () => {
   it('prints the node, storages and exact create parameters', async () => {
-    const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\nvga: "qxl,memory=32"\nusb_devices:\n  - {mapping: zigbee, usb3: true}\n`);
+    const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\nvga: "qxl,memory=32"\nusb_devices:\n  - {mapping: zigbee, usb3: true}\nvmid_range: "150-160"\n`);
     const r = await run(['plan', '--provider-data', f, '--request-id', 'req-a', '--machine-request-set', 'set-a', '--sim-fixture', fixture, '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -48,6 +48,7 @@ describe('plan', { timeout: 90_000 }, () => {
       tags: 'machine-request.set-a',
       vga: 'qxl,memory=32',
       usb0: 'mapping=zigbee,usb3=1',
+      vmid: 150,
       cores: 2,
       memory: 4096,
     });

@@ -76,3 +76,28 @@ describe('usb_devices and vga (upstream v0.2/v0.3)', () => {
     expect(sim.tasks({})).toEqual([]);
   }, 120_000);
 });
+
+describe('vmid_range (upstream PR #81)', () => {
+  it('a machine set takes the lowest free IDs of its range, skipping a foreign VM; an exhausted range fails naming vmid_range, with no VM', async ({ signal }) => {
+    world = await startWorld({ signal });
+    const { omni, sim } = world;
+    sim.externalCreateVm({ vmid: 5001, node: 'pve1', name: 'foreign' });
+    daemon = startDaemonProcess(world);
+    await daemon.waitForLog('infra provider started');
+    const data = `${SMALL_VM}vmid_range: "5000-5003"\n`;
+    const ids = ['r-1', 'r-2', 'r-3'].map((n) => omni.controllers.createMachineRequest('ranged', { talosVersion: 'v1.11.5', providerData: data }, n).metadata.id);
+    for (const id of ids) await waitForStage(omni, id, 'PROVISIONED');
+    const vmids = ids.map((id) => vmsOf(sim, id)[0]?.vmid).sort();
+    expect(vmids).toEqual([5000, 5002, 5003]);
+    expect(sim.vm(5001)?.config.name).toBe('foreign');
+
+    const full = omni.controllers.createMachineRequest('ranged', { talosVersion: 'v1.11.5', providerData: data }, 'r-4').metadata.id;
+    const status = await waitForStage(omni, full, 'FAILED');
+    expect(status.error).toMatch(/^pickNode: provider data: vmid_range: no free VMID in 5000-5003 \(all 4 in use: 5000: VM r-\d; 5001: VM foreign; /);
+    expect(vmsOf(sim, full)).toEqual([]);
+    // (A freed ID is taken on the failed request's retry, 60 s later: test/provision/vmidRange.test.ts shows it.)
+    for (const id of [...ids, full]) await deleteRequest(world, id);
+    expect(leftovers(world)).toEqual({ ...NOTHING_LEFT, vms: [5001] }); // the foreign VM stays, untouched
+  }, 180_000);
+});
+

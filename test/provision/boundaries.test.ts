@@ -39,6 +39,7 @@ const EXAMPLE: Record<string, unknown> = {
   cpu_type: 'host',
   description: 'talos',
   vga: 'std',
+  vmid_range: '1000-1099',
   storage_selector: 'true',
   additional_disks: { disk_size: 10, storage_selector: 'true' },
   additional_nics: { bridge: 'vmbr1' },
@@ -140,6 +141,11 @@ function allCases(): Case[] {
   out.push({ name: 'node outside allowed_nodes', field: 'node', data: { ...BASE, node: 'pve3', allowed_nodes: ['pve1'] } });
   out.push({ name: 'an unknown key', field: 'corse', data: { ...BASE, corse: 2 } });
   out.push({ name: 'usb_devices with 15 entries (upstream allows 15; PVE has usb0..usb13)', field: 'usb_devices', data: { ...BASE, usb_devices: Array.from({ length: 15 }, () => ({ mapping: 'rtl-sdr' })) } });
+  // vmid_range: two PVE VMIDs (100..999999999), start <= end.
+  for (const v of ['99-200', '100-1000000000', '200-100', '0100-200', '100', '100-', '-100', '100 - 200', '100..200', '100-200-300', '1e3-2e3', '+100-200']) {
+    out.push({ name: `vmid_range = ${JSON.stringify(v)}`, field: 'vmid_range', data: { ...BASE, vmid_range: v } });
+  }
+  out.push({ name: 'vmid_range as a number', field: 'vmid_range', data: { ...BASE, vmid_range: 100 } });
   // vga against qemu-server's pve-qm-vga: type enum (case-sensitive), memory 4..512, clipboard only vnc, keys once.
   for (const v of ['STD', 'vga', 'std,memory=3', 'std,memory=513', 'std,memory=-4', 'std,memory=8.5', 'memory=0', 'std,clipboard=spice',
     'std,type=qxl', 'std,std', 'std,memory=8,memory=16', 'std,clipboard=vnc,clipboard=vnc', 'std,', ',std', 'std,foo=1', 'type=', 'memory=',
@@ -193,6 +199,7 @@ describe('every field is bounded in the published schema', () => {
         description: `${max(LIMITS.description.max - 2)}\n\t`,
         cpu_type: 'host,flags=+aes;+nested-virt',
         vga: 'type=virtio-gl,memory=512,clipboard=vnc',
+        vmid_range: '100-999999999',
         storage_selector: `${' '.repeat(LIMITS.storage_selector.max - 4)}true`,
         additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
         additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),

@@ -56,6 +56,7 @@ const everything: Required<ProviderData> = {
   additional_nics: [{ bridge: 'vmbr2', vlan: 30, firewall: true, model: 'e1000' }],
   pci_devices: [{ mapping: 'gpu-1', pcie: true, primary_gpu: true, rombar: false, mdev: 'nvidia-180' }],
   usb_devices: [{ mapping: 'rtl-sdr', usb3: true }],
+  vmid_range: '1000-1099',
 };
 
 describe('schema and type agree', () => {

@@ -38,6 +38,8 @@ export const clusterRoutes: Route[] = [
       const wanted = params['vmid'];
       if (wanted !== undefined) {
         if (st.vms.has(Number(wanted))) throw paramError({ vmid: `VM ${wanted} already exists` });
+        // A free answer reserves nothing either: the external actor may take the ID right after.
+        for (const h of sim.afterNextId.splice(0)) h(Number(wanted));
         return String(wanted);
       }
       const { lower, upper } = st.nextId;
