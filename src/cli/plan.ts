@@ -10,6 +10,7 @@ import { planVm } from '../provision/planVm.js';
 import { parseProviderData } from '../provision/providerData.js';
 import { RequestRefused, validateRequest } from '../provision/validateRequest.js';
 import { lowestFreeVmid, parseVmidRange } from '../provision/vmidRange.js';
+import { poolForNewVm } from '../provision/pools.js';
 import { isoCacheKey } from '../omni/images.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
@@ -104,6 +105,7 @@ export default async function plan(argv: string[]): Promise<number> {
         smbiosUuid: randomUUID(),
         isoVolid: `${isoStorage}:iso/${isoName}`,
         diskStorages: { primary, additional },
+        pool: await poolForNewVm(target.pve, data, setId),
       });
     } catch (err) {
       if (err instanceof VmPlanError) throw new PlanError(err.message);

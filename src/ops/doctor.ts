@@ -14,6 +14,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { PveClient } from '../proxmox/client.js';
 import { PveConnectionError, PveError } from '../proxmox/errors.js';
 import { normalizeFingerprint, tlsMode } from '../proxmox/tls.js';
+import { GO_PROVIDER_POOL_COMMENT } from '../provision/pools.js';
 import type { NodeListEntry } from '../proxmox/types.js';
 
 export type DoctorStatus = 'OK' | 'WARN' | 'FAIL';
@@ -246,6 +247,7 @@ async function checkProxmox(ctx: CheckContext): Promise<void> {
     const proceed = await checkAuth(ctx, pve, () => serverDate);
     if (!proceed) return;
     await checkPrivileges(ctx, pve);
+    await checkGoPools(ctx, pve);
     const nodes = await checkNodes(ctx, pve);
     if (nodes.length > 0) {
       await checkStorage(ctx, pve, nodes);
@@ -441,6 +443,48 @@ async function checkStorage(ctx: CheckContext, pve: PveClient, nodes: NodeListEn
   if (usable === 0) report(ctx, 'proxmox.storage', 'FAIL', `no online node has both disk and ISO storage: ${[...lacking].join('; ')}; ${fix}`);
   else if (lacking.length > 0) report(ctx, 'proxmox.storage', 'WARN', `${lacking.join('; ')}; machines cannot be placed there; ${fix}`);
   else report(ctx, 'proxmox.storage', 'OK', perNode.join('; '));
+}
+
+/**
+ * Pools the Go provider v0.1+ created for machine sets (its comment): a teardown removes them once empty, which needs
+ * Pool.Allocate on /pool/<id> (docs/compat.md, Pools). Said only when such pools are visible (`GET /pools`).
+ */
+async function checkGoPools(ctx: CheckContext, pve: PveClient): Promise<void> {
+  let list: unknown;
+  try {
+    list = await pve.get('/pools');
+  } catch {
+    return; // pools not visible to the token: nothing to say
+  }
+  const pools = Array.isArray(list)
+    ? list
+        .filter((p): p is Record<string, unknown> => p !== null && typeof p === 'object' && p.comment === GO_PROVIDER_POOL_COMMENT)
+        .map((p) => String(p.poolid))
+        .sort()
+    : [];
+  if (pools.length === 0) return;
+  const lacking: string[] = [];
+  for (const id of pools) {
+    const path = `/pool/${id}`;
+    try {
+      const perms = await pve.get<Record<string, Record<string, unknown>> | null>('/access/permissions', { path });
+      if (perms?.[path]?.['Pool.Allocate'] === undefined) lacking.push(id);
+    } catch {
+      lacking.push(id);
+    }
+  }
+  const what = `${pools.length} machine-set pool${pools.length === 1 ? '' : 's'} the Go provider created (${pools.join(', ')})`;
+  if (lacking.length === 0) {
+    report(ctx, 'proxmox.pools', 'OK', `${what}; the token may remove each once its last VM is deleted`);
+  } else {
+    report(
+      ctx,
+      'proxmox.pools',
+      'WARN',
+      `${what}; the token lacks Pool.Allocate on ${lacking.map((id) => `/pool/${id}`).join(', ')}, so a teardown leaves ` +
+        'the emptied pool behind (pveum acl modify /pool/<id> --tokens <token> --roles PVEPoolAdmin, or remove it by hand)',
+    );
+  }
 }
 
 async function checkBridges(ctx: CheckContext, pve: PveClient, nodes: NodeListEntry[]): Promise<void> {

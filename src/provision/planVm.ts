@@ -33,6 +33,8 @@ export interface PlanContext {
   isoVolid: string;
   /** Storage ids chosen by the storage selectors: the system disk's and one per additional disk. */
   diskStorages: { primary: string; additional: readonly string[] };
+  /** Resource pool of the VM when not the provider data's `pool` (the machine set's existing pool). */
+  pool?: string | undefined;
 }
 
 /** Flat POST /nodes/{node}/qemu parameters. */
@@ -160,9 +162,10 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
   p.agent = serialise('agent', () => formatPropertyString({ enabled: 1 }, formats.agent, { bareDefaultKey: false }));
   const tags = tagList(data, ctx);
   if (tags.length > 0) p.tags = tags.join(';');
-  if (data.pool !== undefined) {
-    if (!pveFormat.poolId(data.pool)) throw new VmPlanError(`pool "${data.pool}" is not a valid pool name`, 'pool');
-    p.pool = data.pool;
+  const pool = ctx.pool ?? data.pool;
+  if (pool !== undefined) {
+    if (!pveFormat.poolId(pool)) throw new VmPlanError(`pool "${pool}" is not a valid pool name`, 'pool');
+    p.pool = pool;
   }
   data.additional_disks.forEach((disk, i) => {
     const param = `scsi${i + 1}`;

@@ -28,6 +28,7 @@ import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
 import { planVm, SEED_ISO_SLOT } from './planVm.js';
 import { validateRequest } from './validateRequest.js';
+import { poolForNewVm, removeEmptyGoPool } from './pools.js';
 import { lowestFreeVmid, parseVmidRange, type VmidRange } from './vmidRange.js';
 import {
   done,
@@ -433,6 +434,8 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#pendingSince.delete(request.id);
 
     const isoVolid = await this.#bootIsoVolid(ctx);
+    // The pool (field 12, the Go provider's): recorded with the create intent, so a teardown knows it.
+    state.pool = (await poolForNewVm(this.#pve, request.providerData, request.machineRequestSetId, ctx.log)) ?? '';
     const storages = await storageFacts(this.#pve, state.node);
     const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log), isoVolid);
     state.vmid = vmid;
@@ -485,6 +488,7 @@ export class ProxmoxProvisioner implements Provisioner {
           smbiosUuid: state.uuid,
           isoVolid,
           diskStorages,
+          pool: state.pool || undefined,
         });
         // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
         // rejects here, and nothing is sent.
@@ -827,6 +831,8 @@ export class ProxmoxProvisioner implements Provisioner {
       if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
     }
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
+    // The VM is gone: its pool goes too when the Go provider created it and nothing is left in it (field 12).
+    if (state.pool) await removeEmptyGoPool(this.#pve, state.pool, log);
     // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
     // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
     const seedFailures: string[] = [];

@@ -2,10 +2,13 @@
 // Omni and the Proxmox simulator (which validates each VM option like PVE and checks USB mappings at start).
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeCalls } from '../../src/sim/proxmox/index.js';
+import { GO_PROVIDER_POOL_COMMENT } from '../../src/provision/pools.js';
 import {
   deleteRequest,
   leftovers,
   NOTHING_LEFT,
+  privateStateOf,
+  PROVIDER_TOKEN,
   SMALL_VM,
   startDaemonProcess,
   startWorld,
@@ -98,6 +101,35 @@ describe('vmid_range (upstream PR #81)', () => {
     // (A freed ID is taken on the failed request's retry, 60 s later: test/provision/vmidRange.test.ts shows it.)
     for (const id of [...ids, full]) await deleteRequest(world, id);
     expect(leftovers(world)).toEqual({ ...NOTHING_LEFT, vms: [5001] }); // the foreign VM stays, untouched
+  }, 180_000);
+});
+
+describe('pool unset: the machine set\'s pool the Go provider made (private-state field 12)', () => {
+  it('VMs of a set moved from the Go provider join its pool, record it, and the last teardown removes the empty pool', async ({ signal }) => {
+    world = await startWorld({ signal, fixture: { pools: [{ poolid: 'moved', comment: GO_PROVIDER_POOL_COMMENT }, { poolid: 'fresh-other', comment: 'ops' }] } });
+    const { omni, sim } = world;
+    for (const ugid of ['omni@pve', PROVIDER_TOKEN.tokenId]) sim.access.grant('/pool', ugid, { privs: ['Pool.Allocate', 'Pool.Audit'] });
+    daemon = startDaemonProcess(world);
+    await daemon.waitForLog('infra provider started');
+    const moved = ['m-1', 'm-2'].map((n) => omni.controllers.createMachineRequest('moved', { talosVersion: 'v1.11.5', providerData: SMALL_VM }, n).metadata.id);
+    const fresh = omni.controllers.createMachineRequest('fresh', { talosVersion: 'v1.11.5', providerData: SMALL_VM }, 'f-1').metadata.id;
+    for (const id of [...moved, fresh]) await waitForStage(omni, id, 'PROVISIONED');
+    for (const id of moved) {
+      expect(privateStateOf(omni, id)?.pool).toBe('moved');
+      expect(sim.state.vms.get(vmsOf(sim, id)[0]!.vmid)?.pool).toBe('moved');
+    }
+    // A new set gets no pool (none is created).
+    expect(privateStateOf(omni, fresh)?.pool).toBe('');
+    expect(sim.state.vms.get(vmsOf(sim, fresh)[0]!.vmid)?.pool).toBeUndefined();
+
+    await deleteRequest(world, moved[0]!);
+    expect(sim.state.pools.has('moved')).toBe(true);
+    await deleteRequest(world, moved[1]!);
+    expect(sim.state.pools.has('moved')).toBe(false);
+    await deleteRequest(world, fresh);
+    expect([...sim.state.pools.keys()]).toEqual(['fresh-other']);
+    expect(writeCalls(sim).filter((r) => r.path.startsWith('/pools'))).toHaveLength(1);
+    expect(leftovers(world)).toEqual(NOTHING_LEFT);
   }, 180_000);
 });
 

@@ -276,3 +276,24 @@ describe('usb[n] as qemu-server takes it (USB.pm pve-qm-usb, API2/Qemu.pm check_
     expect(await taskStatus(sim, start.json?.data as string)).toMatchObject({ exitstatus: 'OK' });
   });
 });
+
+describe('DELETE /pools/{poolid} as pve-manager API2/Pool.pm delete_pool', () => {
+  it('needs Pool.Allocate on /pool/<id>, refuses a missing or non-empty pool, removes an empty one', async () => {
+    const { sim, clock } = newSim({ pools: [{ poolid: 'set-a', comment: 'managed by omni-infra-provider-proxmox' }] });
+    const denied = await call(sim, 'DELETE', '/pools/set-a', {}, omniToken);
+    expect(denied.status).toBe(403);
+    expect(denied.reason).toBe('Permission check failed (/pool/set-a, Pool.Allocate)');
+    const auth = await rootTicketHeaders(sim);
+    expect((await call(sim, 'POST', '/nodes/pve1/qemu', { ...base, pool: 'set-a' }, auth)).status).toBe(200);
+    clock.advance(5000);
+    const busy = await call(sim, 'DELETE', '/pools/set-a', {}, auth);
+    expect(busy.status).toBe(500);
+    expect(busy.reason).toBe("delete pool failed: pool 'set-a' is not empty (contains VM 300)");
+    sim.externalDeleteVm(300);
+    expect((await call(sim, 'DELETE', '/pools/set-a', {}, auth)).status).toBe(200);
+    expect(sim.state.pools.has('set-a')).toBe(false);
+    const missing = await call(sim, 'DELETE', '/pools/set-a', {}, auth);
+    expect(missing.status).toBe(500);
+    expect(missing.reason).toBe("delete pool failed: pool 'set-a' does not exist");
+  });
+});

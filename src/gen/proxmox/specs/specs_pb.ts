@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file proxmox/specs/specs.proto.
  */
 export const file_proxmox_specs_specs: GenFile = /*@__PURE__*/
-  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyLqAgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhMKC2lzb19zdG9yYWdlGGQgASgJEhMKC3NlZWRfdm9sdW1lGGUgASgJEhYKDmJvb3RfYXNzZXRfa2V5GGggASgJEhMKC2NyZWF0ZV92bWlkGGogASgFEhMKC2NyZWF0ZV9ub2RlGGsgASgJEhEKCXNlZWRfbm9kZRhsIAEoCRIYChBzZWVkX3VwbG9hZF90YXNrGG0gASgJSgQIZhBnSgQIZxBoSgQIaRBqYgZwcm90bzM");
+  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyL4AgoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEgwKBHBvb2wYDCABKAkSEwoLaXNvX3N0b3JhZ2UYZCABKAkSEwoLc2VlZF92b2x1bWUYZSABKAkSFgoOYm9vdF9hc3NldF9rZXkYaCABKAkSEwoLY3JlYXRlX3ZtaWQYaiABKAUSEwoLY3JlYXRlX25vZGUYayABKAkSEQoJc2VlZF9ub2RlGGwgASgJEhgKEHNlZWRfdXBsb2FkX3Rhc2sYbSABKAlKBAhmEGdKBAhnEGhKBAhpEGpiBnByb3RvMw");
 
 /**
  * @generated from message emuspecs.MachineSpec
@@ -78,12 +78,20 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
    * VMID of the VM whose create task is field 7 (the Go provider's meaning: written with field 7 as soon as the
    * create call was answered). Confirmed (the VM exists with our SMBIOS UUID) once create_vmid (106) is cleared.
    *
-   * 9 and 10 were never used; later Go versions use 12 (pool) and 13 (ha_registered), which this provider neither
-   * reads nor writes (it does not create pools or HA resources).
-   *
    * @generated from field: int32 vmid = 11;
    */
   vmid: number;
+
+  /**
+   * The resource pool the VM was created in (the Go provider v0.1+: the provider data's pool, else the machine
+   * request set's ID, a pool it created with the comment "managed by omni-infra-provider-proxmox"). A teardown
+   * removes this pool once it is empty, only when its comment is that one (a pool the Go provider created).
+   *
+   * 9 and 10 were never used.
+   *
+   * @generated from field: string pool = 12;
+   */
+  pool: string;
 
   /**
    * --- Fields added by this TypeScript provider (numbers >= 100; the Go provider never reads them) ---

@@ -220,6 +220,25 @@ export const clusterRoutes: Route[] = [
       );
     },
   },
+  {
+    // pve-manager API2/Pool.pm delete_pool: Pool.Allocate on /pool/<id>; only an empty pool (no VM, no storage
+    // member), else "pool '<id>' is not empty (contains VM <vmid>)"; errors carry lock_user_config's "delete pool
+    // failed: " prefix.
+    method: 'DELETE',
+    pattern: '/pools/{poolid}',
+    schema: { poolid: { type: 'string', pattern: /^[A-Za-z0-9.\-_]+$/ } },
+    handler: ({ sim, params, caller }) => {
+      const poolid = String(params['poolid']);
+      sim.access.check(caller, `/pool/${poolid}`, 'Pool.Allocate');
+      if (!sim.state.quorate) throw serverError('cluster not ready - no quorum?');
+      if (!sim.state.pools.has(poolid)) throw serverError(`delete pool failed: pool '${poolid}' does not exist`);
+      const member = [...sim.state.vms.values()].find((vm) => vm.pool === poolid);
+      if (member) throw serverError(`delete pool failed: pool '${poolid}' is not empty (contains VM ${member.vmid})`);
+      sim.state.pools.delete(poolid);
+      sim.event('pool-deleted', { poolid });
+      return null;
+    },
+  },
 ];
 
 /** pvestatd has not sampled a VM created within the current RRD interval yet. */
