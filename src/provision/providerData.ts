@@ -269,7 +269,9 @@ export const providerDataSchema = {
       type: 'string',
       maxLength: LIMITS.pool.max,
       pattern: POOL_PATTERN,
-      description: 'Existing Proxmox resource pool to put the VM in.',
+      description:
+        "Existing Proxmox resource pool to put the VM in. Unset: the machine set's pool when one named after the set " +
+        'exists (the Go provider creates those), else none.',
     },
     additional_disks: {
       type: 'array',

@@ -226,3 +226,21 @@ describe('issue 8 evidence: hostile or absurd values are refused when the data i
     expect(published({ ...BASE_OBJ, network_bridge: 'v'.repeat(16) })).toBe(false);
   });
 });
+
+describe('the Go provider\'s published v0.3 examples parse unchanged', () => {
+  it.each([
+    // README v0.3.0 (USB passthrough)
+    ['README usb_devices', 'usb_devices:\n  - mapping: rtl-sdr\n    usb3: true\n  - mapping: zigbee-controller\n', [{ mapping: 'rtl-sdr', usb3: true }, { mapping: 'zigbee-controller', usb3: false }]],
+    // PR #82 description
+    ['PR #82 usb_devices', 'usb_devices:\n  - mapping: SDR1\n    usb3: true\n  - mapping: SDR-BLOGv4\n    usb3: true\n', [{ mapping: 'SDR1', usb3: true }, { mapping: 'SDR-BLOGv4', usb3: true }]],
+  ])('%s', (_name, yaml, usb) => {
+    expect(parseProviderData(BASE + yaml).usb_devices).toEqual(usb);
+  });
+
+  it('vga as the schema describes it ("std" or "none") and PR #81\'s vmid_range', () => {
+    expect(parseProviderData(`${BASE}vga: std\n`).vga).toBe('std');
+    expect(parseProviderData(`${BASE}vga: none\n`).vga).toBe('none');
+    expect(parseProviderData(`${BASE}vmid_range: 102101-102110\n`).vmid_range).toBe('102101-102110');
+  });
+});
+
