@@ -358,6 +358,33 @@ async function checkPrivileges(ctx: CheckContext, pve: PveClient): Promise<void>
     report(ctx, 'proxmox.privileges', 'OK', `${who.id} holds every privilege the provider needs (${REQUIRED_PRIVILEGES.length} checked)`);
   }
   for (const p of optional) report(ctx, 'proxmox.privileges', 'WARN', `${who.id} lacks ${p}, needed for ${OPTIONAL_PRIVILEGES[p]}`);
+  if (held.has('Mapping.Use')) await compareMappingKinds(ctx, pve, who.id);
+}
+
+/**
+ * PCI and USB mappings need the same privilege on different paths (qemu-server check_hostpci_perm on
+ * /mapping/pci/<id>, check_usb_perm on /mapping/usb/<id>): an ACL narrowed to one kind refuses the other.
+ */
+async function compareMappingKinds(ctx: CheckContext, pve: PveClient, id: string): Promise<void> {
+  const usable = new Map<'pci' | 'usb', boolean>();
+  for (const kind of ['pci', 'usb'] as const) {
+    const path = `/mapping/${kind}`;
+    try {
+      const perms = await pve.get<Record<string, Record<string, unknown>> | null>('/access/permissions', { path });
+      usable.set(kind, perms?.[path]?.['Mapping.Use'] !== undefined);
+    } catch {
+      return;
+    }
+  }
+  if (usable.get('pci') === usable.get('usb')) return;
+  const [has, lacks] = usable.get('pci') ? ['pci', 'usb'] : ['usb', 'pci'];
+  report(
+    ctx,
+    'proxmox.privileges',
+    'WARN',
+    `${id} holds Mapping.Use on /mapping/${has} but not on /mapping/${lacks}: ${lacks === 'usb' ? 'usb_devices' : 'pci_devices'} ` +
+      `are refused (Permission check failed (/mapping/${lacks}/<id>, Mapping.Use)); put the role on /mapping/${lacks} too`,
+  );
 }
 
 /** Without /access/permissions: read-only calls whose 403 (or silent filtering) reveals a missing privilege. */

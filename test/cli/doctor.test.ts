@@ -262,6 +262,27 @@ describe('doctor', () => {
     }
   });
 
+  it('says when Mapping.Use covers PCI mappings but not USB mappings (ACL narrowed to /mapping/pci)', async () => {
+    const pve = await startPveServer((req) => {
+      if (req.path === '/version') return ok({ version: '9.1.5', release: '9.1', repoid: 'abc' });
+      if (req.path === '/access/permissions' && req.query.get('path') === '/mapping/pci') return ok({ '/mapping/pci': { 'Mapping.Use': 1, 'Mapping.Audit': 1 } });
+      if (req.path === '/access/permissions' && req.query.get('path') === '/mapping/usb') return ok({ '/mapping/usb': {} });
+      if (req.path === '/access/permissions') {
+        return ok({ '/': Object.fromEntries(REQUIRED_PRIVILEGES.map((p) => [p, 1])), '/mapping/pci': { 'Mapping.Use': 1, 'Mapping.Audit': 1 } });
+      }
+      if (req.path === '/nodes') return ok([{ node: 'pve1', status: 'online' }]);
+      return { status: 501, reason: `Method 'GET ${req.path}' not implemented` };
+    });
+    try {
+      const r = await run([], env({ PROXMOX_URL: pve.url, PROXMOX_FINGERPRINT: undefined }));
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(
+        /holds Mapping\.Use on \/mapping\/pci but not on \/mapping\/usb: usb_devices are refused \(Permission check failed \(\/mapping\/usb\/<id>, Mapping\.Use\)\)/,
+      );
+    } finally {
+      await pve.close();
+    }
+  });
+
   it('compares GET /access/permissions with the privileges the provider needs', async () => {
     let granted: string[] = [...REQUIRED_PRIVILEGES];
     const pve = await startPveServer((req) => {
