@@ -10,6 +10,8 @@ import { planVm } from '../provision/planVm.js';
 import { haApiOf, haPlan } from '../provision/ha.js';
 import { parseProviderData } from '../provision/providerData.js';
 import { RequestRefused, validateRequest } from '../provision/validateRequest.js';
+import { lowestFreeVmid, parseVmidRange } from '../provision/vmidRange.js';
+import { poolForNewVm } from '../provision/pools.js';
 import { isoCacheKey } from '../omni/images.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
@@ -63,6 +65,7 @@ export default async function plan(argv: string[]): Promise<number> {
     const snapshots = await nodeSnapshots(target.pve, {
       setId,
       needPciMappings: data.pci_devices.length > 0,
+      needUsbMappings: data.usb_devices.length > 0,
       bridges: checked.bridges,
     });
     let node: string;
@@ -85,7 +88,15 @@ export default async function plan(argv: string[]): Promise<number> {
     const isoName = schematic
       ? `${isoCacheKey('factory.talos.dev', schematic, talosVersion, 'amd64')}.iso`
       : 'talos-nocloud-amd64.iso';
-    const vmid = await target.pve.nextId();
+    // The VMID the create would get now: the range's lowest free one, or Proxmox's nextid.
+    const range = data.vmid_range === undefined ? undefined : parseVmidRange(data.vmid_range);
+    let vmid: number;
+    try {
+      vmid = typeof range === 'object' ? await lowestFreeVmid(target.pve, range, new Map()) : await target.pve.nextId();
+    } catch (err) {
+      if (err instanceof ProviderDataError) throw new PlanError(err.message);
+      throw err;
+    }
     let params;
     try {
       params = planVm(data, {
@@ -95,6 +106,7 @@ export default async function plan(argv: string[]): Promise<number> {
         smbiosUuid: randomUUID(),
         isoVolid: `${isoStorage}:iso/${isoName}`,
         diskStorages: { primary, additional },
+        pool: await poolForNewVm(target.pve, data, setId),
       });
     } catch (err) {
       if (err instanceof VmPlanError) throw new PlanError(err.message);

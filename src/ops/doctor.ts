@@ -14,6 +14,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { PveClient } from '../proxmox/client.js';
 import { PveConnectionError, PveError } from '../proxmox/errors.js';
 import { normalizeFingerprint, tlsMode } from '../proxmox/tls.js';
+import { GO_PROVIDER_POOL_COMMENT } from '../provision/pools.js';
 import type { NodeListEntry } from '../proxmox/types.js';
 import { parse as parseYaml } from 'yaml';
 
@@ -59,8 +60,10 @@ export const REQUIRED_PRIVILEGES = [
 ] as const;
 export const OPTIONAL_PRIVILEGES: Readonly<Record<string, string>> = {
   'Sys.AccessNetwork': 'downloading the Talos ISO on Proxmox VE 8.1 and later (or Sys.Modify on / before 8.1)',
-  'Mapping.Audit': 'PCI passthrough (pci_devices)',
-  'Mapping.Use': 'PCI passthrough (pci_devices)',
+  // The same two privileges for both kinds of mapping: Mapping.Use on /mapping/pci/<id> or /mapping/usb/<id> (qemu-server
+  // check_hostpci_perm, check_usb_perm), and one of Mapping.Audit/Use/Modify there to list it (Cluster/Mapping/*.pm).
+  'Mapping.Audit': 'PCI and USB passthrough (pci_devices, usb_devices)',
+  'Mapping.Use': 'PCI and USB passthrough (pci_devices, usb_devices)',
 };
 
 /** Omni refuses signed requests whose timestamp is further off than this. */
@@ -257,6 +260,7 @@ async function checkProxmox(ctx: CheckContext): Promise<void> {
     if (!proceed) return;
     await checkPrivileges(ctx, pve);
     await findHaVms(ctx, pve);
+    await checkGoPools(ctx, pve);
     const nodes = await checkNodes(ctx, pve);
     if (nodes.length > 0) {
       await checkStorage(ctx, pve, nodes);
@@ -369,6 +373,33 @@ async function checkPrivileges(ctx: CheckContext, pve: PveClient): Promise<void>
     report(ctx, 'proxmox.privileges', 'OK', `${who.id} holds every privilege the provider needs (${REQUIRED_PRIVILEGES.length} checked)`);
   }
   for (const p of optional) report(ctx, 'proxmox.privileges', 'WARN', `${who.id} lacks ${p}, needed for ${OPTIONAL_PRIVILEGES[p]}`);
+  if (held.has('Mapping.Use')) await compareMappingKinds(ctx, pve, who.id);
+}
+
+/**
+ * PCI and USB mappings need the same privilege on different paths (qemu-server check_hostpci_perm on
+ * /mapping/pci/<id>, check_usb_perm on /mapping/usb/<id>): an ACL narrowed to one kind refuses the other.
+ */
+async function compareMappingKinds(ctx: CheckContext, pve: PveClient, id: string): Promise<void> {
+  const usable = new Map<'pci' | 'usb', boolean>();
+  for (const kind of ['pci', 'usb'] as const) {
+    const path = `/mapping/${kind}`;
+    try {
+      const perms = await pve.get<Record<string, Record<string, unknown>> | null>('/access/permissions', { path });
+      usable.set(kind, perms?.[path]?.['Mapping.Use'] !== undefined);
+    } catch {
+      return;
+    }
+  }
+  if (usable.get('pci') === usable.get('usb')) return;
+  const [has, lacks] = usable.get('pci') ? ['pci', 'usb'] : ['usb', 'pci'];
+  report(
+    ctx,
+    'proxmox.privileges',
+    'WARN',
+    `${id} holds Mapping.Use on /mapping/${has} but not on /mapping/${lacks}: ${lacks === 'usb' ? 'usb_devices' : 'pci_devices'} ` +
+      `are refused (Permission check failed (/mapping/${lacks}/<id>, Mapping.Use)); put the role on /mapping/${lacks} too`,
+  );
 }
 
 /** The provider's VMs (tag `machine-request.<set>`) that are HA resources: their teardown needs the HA API. */
@@ -497,6 +528,48 @@ async function checkStorage(ctx: CheckContext, pve: PveClient, nodes: NodeListEn
   if (usable === 0) report(ctx, 'proxmox.storage', 'FAIL', `no online node has both disk and ISO storage: ${[...lacking].join('; ')}; ${fix}`);
   else if (lacking.length > 0) report(ctx, 'proxmox.storage', 'WARN', `${lacking.join('; ')}; machines cannot be placed there; ${fix}`);
   else report(ctx, 'proxmox.storage', 'OK', perNode.join('; '));
+}
+
+/**
+ * Pools the Go provider v0.1+ created for machine sets (its comment): a teardown removes them once empty, which needs
+ * Pool.Allocate on /pool/<id> (docs/compat.md, Pools). Said only when such pools are visible (`GET /pools`).
+ */
+async function checkGoPools(ctx: CheckContext, pve: PveClient): Promise<void> {
+  let list: unknown;
+  try {
+    list = await pve.get('/pools');
+  } catch {
+    return; // pools not visible to the token: nothing to say
+  }
+  const pools = Array.isArray(list)
+    ? list
+        .filter((p): p is Record<string, unknown> => p !== null && typeof p === 'object' && p.comment === GO_PROVIDER_POOL_COMMENT)
+        .map((p) => String(p.poolid))
+        .sort()
+    : [];
+  if (pools.length === 0) return;
+  const lacking: string[] = [];
+  for (const id of pools) {
+    const path = `/pool/${id}`;
+    try {
+      const perms = await pve.get<Record<string, Record<string, unknown>> | null>('/access/permissions', { path });
+      if (perms?.[path]?.['Pool.Allocate'] === undefined) lacking.push(id);
+    } catch {
+      lacking.push(id);
+    }
+  }
+  const what = `${pools.length} machine-set pool${pools.length === 1 ? '' : 's'} the Go provider created (${pools.join(', ')})`;
+  if (lacking.length === 0) {
+    report(ctx, 'proxmox.pools', 'OK', `${what}; the token may remove each once its last VM is deleted`);
+  } else {
+    report(
+      ctx,
+      'proxmox.pools',
+      'WARN',
+      `${what}; the token lacks Pool.Allocate on ${lacking.map((id) => `/pool/${id}`).join(', ')}, so a teardown leaves ` +
+        'the emptied pool behind (pveum acl modify /pool/<id> --tokens <token> --roles PVEPoolAdmin, or remove it by hand)',
+    );
+  }
 }
 
 async function checkBridges(ctx: CheckContext, pve: PveClient, nodes: NodeListEntry[]): Promise<void> {

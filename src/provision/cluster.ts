@@ -29,7 +29,7 @@ export function smbiosUuidOf(config: VmConfig): string | undefined {
   }
 }
 
-/** Node ids (from `map` entries `node=<n>,...`) per PCI mapping id. */
+/** Node ids (from `map` entries `node=<n>,...`) per mapping id (PCI and USB mappings list nodes alike). */
 export function pciMappingNodes(mappings: ReadonlyArray<{ id: string; map: readonly string[] }>): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   for (const m of mappings) {
@@ -53,17 +53,20 @@ export async function nodeSnapshots(
   opts: {
     setId?: string | undefined;
     needPciMappings?: boolean;
+    needUsbMappings?: boolean;
     /** The bridges each node lists, as validateRequest found them (nodes left out are not checked). */
     bridges?: ReadonlyMap<string, ReadonlySet<string> | undefined>;
   },
 ): Promise<NodeSnapshot[]> {
-  const [nodes, vms, mappings] = await Promise.all([
+  const [nodes, vms, mappings, usbMappings] = await Promise.all([
     pve.nodes(),
     pve.clusterResources('vm'),
     opts.needPciMappings ? pve.pciMappings() : Promise.resolve([]),
+    opts.needUsbMappings ? pve.usbMappings() : Promise.resolve([]),
   ]);
   const setTag = opts.setId ? machineRequestTag(opts.setId).toLowerCase() : undefined;
   const mappingNodes = pciMappingNodes(mappings);
+  const usbNodes = pciMappingNodes(usbMappings);
   return nodes.map((n) => {
     // Templates never run: they hold no memory and are not machines of a set.
     const here = vms.filter((v) => v.type === 'qemu' && v.node === n.node && !v.template);
@@ -76,6 +79,7 @@ export async function nodeSnapshots(
       setVmCount: setTag ? here.filter((v) => splitTags(v.tags).includes(setTag)).length : 0,
       vmCount: here.length,
       pciMappings: pci,
+      usbMappings: [...usbNodes].filter(([, set]) => set.has(n.node)).map(([id]) => id),
       vmNames: here.map((v) => v.name ?? '').filter((x) => x !== ''),
       maxcpu: n.maxcpu,
       bridges: opts.bridges?.get(n.node),

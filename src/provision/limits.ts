@@ -28,6 +28,7 @@ export const LIMITS = {
   mapping: { max: 128, source: 'ours: Proxmox sets no length, 128 characters is far more than any mapping id needs' },
   mdev: { max: 255, source: 'a mediated device type is a sysfs directory name, at most 255 characters' },
   cpu_type: { max: 512, source: 'ours: the longest valid cpu value (model, all 13 flags, every option) is far shorter' },
+  vga: { max: 64, source: 'ours: the longest valid vga value (type=virtio-gl,memory=512,clipboard=vnc) has 39 characters' },
   description: { max: 8192, source: "Proxmox's description maxLength" },
   storage_selector: { max: 4096, source: 'ours: selectors are short conditions; the CEL parser also stops at 250 levels of nesting' },
   tags: { max: 64, source: 'ours: more tags than any VM needs' },
@@ -41,6 +42,8 @@ export const LIMITS = {
   rules: { max: 64, source: 'ours: more HA rules than one VM needs' },
   ha_rule: { max: 64, source: "the Go provider's bound on an HA rule id" },
   node_affinity_nodes: { max: 256, source: 'ours: more nodes than a Proxmox cluster has' },
+  vmid_range: { max: 19, source: "two VMIDs of at most 9 digits (PVE's largest is 999999999) and a dash" },
+  usb_devices: { max: 14, source: 'usb0..usb13: qemu-server takes 14 USB devices (USB.pm $MAX_USB_DEVICES)' },
 } as const satisfies Record<string, Bound>;
 
 export type LimitedField = keyof typeof LIMITS;

@@ -19,6 +19,8 @@ export interface NodeSnapshot {
   vmCount?: number;
   /** PCI mapping ids that have an entry for this node. */
   pciMappings?: readonly string[];
+  /** USB mapping ids that have an entry for this node. */
+  usbMappings?: readonly string[];
   /** Names of the VMs on the node (= request ids); ledger entries already here are not counted twice. */
   vmNames?: readonly string[];
   /** Logical CPUs of the node (`maxcpu`); undefined when not reported (then vCPUs are not checked). */
@@ -42,6 +44,7 @@ export interface PlacementRequest {
   allowedNodes?: readonly string[] | undefined;
   strategy?: PlacementStrategy | undefined;
   pciMappings?: readonly string[] | undefined;
+  usbMappings?: readonly string[] | undefined;
   setId?: string | undefined;
   /** cores × sockets: Proxmox refuses to start a VM with more vCPUs than its node has CPUs. */
   vcpus?: number | undefined;
@@ -58,6 +61,7 @@ export function placementRequest(requestId: string, data: ProviderData, setId: s
     allowedNodes: data.allowed_nodes,
     strategy: data.placement_strategy,
     pciMappings: data.pci_devices.map((d) => d.mapping),
+    usbMappings: data.usb_devices.map((d) => d.mapping),
     setId,
     vcpus: data.cores * data.sockets,
     bridges: [...new Set([data.network_bridge, ...data.additional_nics.map((n) => n.bridge)])],
@@ -144,6 +148,7 @@ export function pickNode(input: PlacementInput): Placement {
   const nodes = [...input.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const allowed = request.allowedNodes && request.allowedNodes.length > 0 ? new Set(request.allowedNodes) : undefined;
   const wantedPci = request.pciMappings ?? [];
+  const wantedUsb = request.usbMappings ?? [];
 
   if (request.node !== undefined && !nodes.some((n) => n.name === request.node)) {
     const known = nodes.map((n) => n.name).join(', ') || 'none';
@@ -174,6 +179,12 @@ export function pickNode(input: PlacementInput): Placement {
     const missing = wantedPci.filter((m) => !have.has(m));
     if (missing.length > 0) {
       reject(`no PCI mapping ${missing.join(', ')} on this node`);
+      continue;
+    }
+    const haveUsb = new Set(n.usbMappings ?? []);
+    const missingUsb = wantedUsb.filter((m) => !haveUsb.has(m));
+    if (missingUsb.length > 0) {
+      reject(`no USB mapping ${missingUsb.join(', ')} on this node`);
       continue;
     }
     const noBridge = n.bridges === undefined ? [] : (request.bridges ?? []).filter((b) => !n.bridges?.has(b));

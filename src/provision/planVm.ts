@@ -17,6 +17,8 @@ export const SEED_ISO_SLOT = 'ide0';
  */
 export const BOOT_DEVICES = ['scsi0', TALOS_ISO_SLOT, 'net0'] as const;
 export const DEFAULT_CPU_TYPE = 'x86-64-v2-AES';
+/** USB slots usable without the qemu-xhci controller (qemu-server USB.pm `$OLD_MAX_USB`). */
+export const USB_LEGACY_SLOTS = 5;
 
 export interface PlanContext {
   /** The MachineRequest id; becomes the VM name. */
@@ -31,6 +33,8 @@ export interface PlanContext {
   isoVolid: string;
   /** Storage ids chosen by the storage selectors: the system disk's and one per additional disk. */
   diskStorages: { primary: string; additional: readonly string[] };
+  /** Resource pool of the VM when not the provider data's `pool` (the machine set's existing pool). */
+  pool?: string | undefined;
 }
 
 /** Flat POST /nodes/{node}/qemu parameters. */
@@ -158,9 +162,10 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
   p.agent = serialise('agent', () => formatPropertyString({ enabled: 1 }, formats.agent, { bareDefaultKey: false }));
   const tags = tagList(data, ctx);
   if (tags.length > 0) p.tags = tags.join(';');
-  if (data.pool !== undefined) {
-    if (!pveFormat.poolId(data.pool)) throw new VmPlanError(`pool "${data.pool}" is not a valid pool name`, 'pool');
-    p.pool = data.pool;
+  const pool = ctx.pool ?? data.pool;
+  if (pool !== undefined) {
+    if (!pveFormat.poolId(pool)) throw new VmPlanError(`pool "${pool}" is not a valid pool name`, 'pool');
+    p.pool = pool;
   }
   data.additional_disks.forEach((disk, i) => {
     const param = `scsi${i + 1}`;
@@ -176,6 +181,10 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
         ),
       );
     }
+  }
+  if (data.vga !== undefined) {
+    // Read with PVE's vga format and written back (the Go provider passes it verbatim; the value is the same).
+    p.vga = serialise('vga', () => formatPropertyString(parsePropertyString(data.vga as string, formats.vga), formats.vga));
   }
   if (data.machine_type !== undefined) {
     const type = data.machine_type === 'i440fx' ? 'pc' : data.machine_type;
@@ -203,6 +212,14 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
       ),
     );
   });
+  data.usb_devices.forEach((dev, i) => {
+    const param = `usb${i}`;
+    p[param] = serialise(param, () => formatPropertyString({ mapping: dev.mapping, usb3: dev.usb3 ? 1 : undefined }, formats.usb));
+  });
+  // qemu-server plugs usb5..usb13 only into the qemu-xhci controller, which it uses for ostype l26 (or Windows > 7);
+  // without it the start fails ("using usb5 is only possible with machine type >= 7.1 and ostype l26 ..."). Talos is
+  // Linux, so l26 is its right type; it is sent only when needed, so that other VMs keep the Go provider's parameters.
+  if (data.usb_devices.length > USB_LEGACY_SLOTS) p.ostype = 'l26';
   if (data.description !== undefined && data.description !== '') p.description = data.description;
   p.boot = serialise('boot', () => formatPropertyString({ order: BOOT_DEVICES.join(';') }, formats.boot));
   return p;

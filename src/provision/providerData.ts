@@ -8,6 +8,7 @@ import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringErro
 import { ProviderDataError } from './errors.js';
 import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
 import { HA_FIELD_NOUN, haSchema, type HaConfig } from './haData.js';
+import { parseVmidRange } from './vmidRange.js';
 
 export const PLACEMENT_STRATEGIES = ['spread', 'fewer-vms', 'round-robin', 'binpack'] as const;
 export type PlacementStrategy = (typeof PLACEMENT_STRATEGIES)[number];
@@ -53,6 +54,13 @@ export interface PciDevice {
   mdev?: string;
 }
 
+export interface UsbDevice {
+  /** Cluster resource mapping id (Datacenter → Resource Mappings → USB). */
+  mapping: string;
+  /** usb3=1 (plug into an xHCI controller). */
+  usb3: boolean;
+}
+
 /** Provider data after defaults are applied. Keys are the Go provider's (snake_case). */
 export interface ProviderData {
   cores: number;
@@ -82,6 +90,8 @@ export interface ProviderData {
   /** false → balloon=0 (device off); unset/true → PVE default. */
   balloon?: boolean;
   bios?: 'seabios' | 'ovmf';
+  /** PVE `vga` property string (`std`, `qxl,memory=32`, `virtio,clipboard=vnc`); unset leaves PVE's default. */
+  vga?: string;
   description?: string;
   /** What the NoCloud meta-data says the hostname is. */
   hostname: 'none' | 'request-id';
@@ -92,6 +102,10 @@ export interface ProviderData {
   pci_devices: PciDevice[];
   /** Proxmox HA (the Go provider's `ha` block); absent = no HA. */
   ha?: HaConfig;
+  /** usb0, usb1, ... in list order (the Go provider's v0.3 key). */
+  usb_devices: UsbDevice[];
+  /** `start-end`: the VM takes the lowest free VMID of this range instead of Proxmox's nextid. */
+  vmid_range?: string;
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -103,6 +117,8 @@ const TAG_PATTERN = '^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$';
 const POOL_PATTERN = '^[A-Za-z0-9._-]+$';
 const MAPPING_PATTERN = '^[a-zA-Z][a-zA-Z0-9_-]+$';
 const MDEV_PATTERN = '^[A-Za-z0-9_+-]+$';
+/** Two PVE VMIDs (pve-vmid: 100..999999999, no leading zero) joined by `-`; start <= end is checked at run time. */
+const VMID_RANGE_PATTERN = '^[1-9][0-9]{2,8}-[1-9][0-9]{2,8}$';
 /** Text without control characters (tab, LF and CR allowed): CEL selectors. */
 const SELECTOR_TEXT_PATTERN = '^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$';
 /** Text without control characters (tab and LF allowed): the VM description, kept in the VM's text config file. */
@@ -121,6 +137,24 @@ const CPU_OPTION =
  * node before the VM is created (its list depends on the installed QEMU).
  */
 const CPU_PATTERN = `^(${CPU_MODEL}|${CPU_OPTION})(,(${CPU_MODEL}|${CPU_OPTION}))*$`;
+
+/** qemu-server's `vga` types (pve-qm-vga `type`, its default key). */
+export const VGA_TYPES = ['cirrus', 'qxl', 'qxl2', 'qxl3', 'qxl4', 'none', 'serial0', 'serial1', 'serial2', 'serial3', 'std', 'virtio', 'virtio-gl', 'vmware'] as const;
+/**
+ * The `vga` value a VM config may hold (qemu-server pve-qm-vga): a type (bare or `type=`), `memory=4..512` (MiB),
+ * `clipboard=vnc`, each at most once and in any order (PVE refuses a key given twice). RE2 has no lookahead, so the
+ * orders are spelled out: every non-empty arrangement of the three options.
+ */
+const VGA_PATTERN = (() => {
+  const options = [`(type=)?(${VGA_TYPES.join('|')})`, 'memory=([4-9]|[1-9][0-9]|[1-4][0-9]{2}|50[0-9]|51[0-2])', 'clipboard=vnc'];
+  const arrangements: string[] = [];
+  const build = (used: readonly number[]): void => {
+    if (used.length > 0) arrangements.push(used.map((i) => options[i]).join(','));
+    for (let i = 0; i < options.length; i++) if (!used.includes(i)) build([...used, i]);
+  };
+  build([]);
+  return `^(${arrangements.map((a) => `(${a})`).join('|')})$`;
+})();
 
 const diskFlags = {
   disk_ssd: { type: 'boolean', default: false, description: 'Expose the disk as an SSD (ssd=1).' },
@@ -206,6 +240,15 @@ export const providerDataSchema = {
     },
     balloon: { type: 'boolean', description: 'false disables the balloon device (balloon=0).' },
     bios: { type: 'string', enum: ['seabios', 'ovmf'], description: "Firmware; 'ovmf' also creates efidisk0 on the system disk storage." },
+    vga: {
+      type: 'string',
+      minLength: 1,
+      maxLength: LIMITS.vga.max,
+      pattern: VGA_PATTERN,
+      description:
+        `Display (PVE vga): a type (${VGA_TYPES.join(', ')}), optionally with memory=4..512 (MiB) and clipboard=vnc, ` +
+        "e.g. 'std', 'none', 'qxl,memory=32'. Unset: Proxmox's default.",
+    },
     description: {
       type: 'string',
       maxLength: LIMITS.description.max,
@@ -229,7 +272,9 @@ export const providerDataSchema = {
       type: 'string',
       maxLength: LIMITS.pool.max,
       pattern: POOL_PATTERN,
-      description: 'Existing Proxmox resource pool to put the VM in.',
+      description:
+        "Existing Proxmox resource pool to put the VM in. Unset: the machine set's pool when one named after the set " +
+        'exists (the Go provider creates those), else none.',
     },
     additional_disks: {
       type: 'array',
@@ -293,6 +338,34 @@ export const providerDataSchema = {
       },
     },
     ha: haSchema,
+    vmid_range: {
+      type: 'string',
+      maxLength: LIMITS.vmid_range.max,
+      pattern: VMID_RANGE_PATTERN,
+      description:
+        "VMIDs for this class's VMs, 'start-end' (100-999999999, start <= end): each VM takes the lowest free one. " +
+        'Unset: Proxmox picks (nextid).',
+    },
+    usb_devices: {
+      type: 'array',
+      maxItems: LIMITS.usb_devices.max,
+      default: [],
+      description: 'USB devices passed through via cluster resource mappings (usb0, usb1, ... in list order).',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['mapping'],
+        properties: {
+          mapping: {
+            type: 'string',
+            maxLength: LIMITS.mapping.max,
+            pattern: MAPPING_PATTERN,
+            description: 'USB resource mapping id (Datacenter → Resource Mappings), e.g. zigbee-controller.',
+          },
+          usb3: { type: 'boolean', default: false, description: 'USB 3 device (usb3=1).' },
+        },
+      },
+    },
   },
 } as const;
 
@@ -316,6 +389,7 @@ const FIELD_NOUN: Record<string, string> = {
   mdev: 'mediated device type',
   description: 'description (control characters other than tab and newline are not allowed)',
   storage_selector: 'storage selector (control characters other than tab and newline are not allowed)',
+  vmid_range: 'VMID range ("start-end", each 100-999999999 without leading zeros)',
 };
 
 const TOP_KEYS = Object.keys(providerDataSchema.properties);
@@ -395,7 +469,12 @@ function describeAjvError(e: ErrorObject, root: unknown): ProviderDataError {
     case 'pattern': {
       const last = path.replace(/\[\d+\]$/, '').split('.').pop() ?? '';
       if (last === 'cpu_type') return cpuTypeError(String(value));
-      const noun = (path.startsWith('ha.') ? HA_FIELD_NOUN[last] : undefined) ?? FIELD_NOUN[last] ?? 'value';
+      if (last === 'vga') return vgaError(String(value));
+      const noun =
+        (path.startsWith('ha.') ? HA_FIELD_NOUN[last] : undefined) ??
+        (last === 'mapping' && path.startsWith('usb_devices') ? 'USB mapping id' : undefined) ??
+        FIELD_NOUN[last] ??
+        'value';
       return new ProviderDataError(`provider data: ${where}${preview(value)} is not a valid ${noun}`, path);
     }
     case 'minimum':
@@ -450,6 +529,19 @@ function cpuTypeError(value: string): ProviderDataError {
   return new ProviderDataError(`provider data: cpu_type: ${preview(value)} is not a valid Proxmox cpu value (${safe})`, 'cpu_type');
 }
 
+/** Why a vga value is refused: PVE's parse error of the pve-qm-vga format, or the form the schema requires. */
+function vgaError(value: string): ProviderDataError {
+  let detail = `a type (${VGA_TYPES.join(', ')}), then optionally memory=4..512 and clipboard=vnc, each once`;
+  try {
+    parsePropertyString(value, formats.vga);
+  } catch (err) {
+    if (err instanceof PropertyStringError) detail = err.detail.replace(/^format error\n/, '').replace(/\n/g, '; ');
+  }
+  // eslint-disable-next-line no-control-regex
+  const safe = detail.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`).slice(0, 400);
+  return new ProviderDataError(`provider data: vga: ${preview(value)} is not a valid Proxmox vga value (${safe})`, 'vga');
+}
+
 function article(type: string): string {
   return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }
@@ -491,6 +583,14 @@ function checkPveFormats(d: ProviderData): void {
     if (err instanceof ProviderDataError) throw err;
     throw cpuTypeError(d.cpu_type);
   }
+  if (d.vga !== undefined) {
+    // The schema's pattern is the first check; PVE's own parser (pve-qm-vga) is the second.
+    try {
+      parsePropertyString(d.vga, formats.vga);
+    } catch {
+      throw vgaError(d.vga);
+    }
+  }
   d.additional_nics.forEach((n, i) => {
     if (!pveFormat.bridgeId(n.bridge)) throw bad(`additional_nics[${i}].bridge`, n.bridge, 'bridge name');
   });
@@ -502,6 +602,15 @@ function checkPveFormats(d: ProviderData): void {
         `pci_devices[${i}].pcie`,
       );
     }
+  });
+  if (d.vmid_range !== undefined) {
+    const range = parseVmidRange(d.vmid_range);
+    if (typeof range === 'string') {
+      throw new ProviderDataError(`provider data: vmid_range: ${JSON.stringify(d.vmid_range)}: ${range}`, 'vmid_range');
+    }
+  }
+  d.usb_devices.forEach((u, i) => {
+    if (!pveFormat.mappingId(u.mapping)) throw bad(`usb_devices[${i}].mapping`, u.mapping, 'USB mapping id');
   });
 }
 

@@ -29,6 +29,8 @@ import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
 import { planVm, SEED_ISO_SLOT } from './planVm.js';
 import { validateRequest } from './validateRequest.js';
+import { poolForNewVm, removeEmptyGoPool } from './pools.js';
+import { lowestFreeVmid, parseVmidRange, type VmidRange } from './vmidRange.js';
 import {
   done,
   retryAfter,
@@ -177,6 +179,11 @@ export class ProxmoxProvisioner implements Provisioner {
   readonly #creating = new Set<number>();
   /** Serialises nextid + create inside this process: Proxmox does not reserve the ID it hands out. */
   #createChain: Promise<unknown> = Promise.resolve();
+  /**
+   * The create intent (field 106) each request has recorded, as far as this process has seen it: a `vmid_range` pick
+   * skips another request's recorded VMID even while no VM is visible there (a create whose answer was lost).
+   */
+  readonly #intents = new Map<string, number>();
   /** When each request first saw unidentified pending creates (bounded wait). */
   readonly #pendingSince = new Map<string, number>();
   /** When this process first saw a recorded create (`request/vmid`) unresolved: the bound of its waits. */
@@ -239,9 +246,13 @@ export class ProxmoxProvisioner implements Provisioner {
     if (state.vmid || state.createVmid) return done;
     // Before anything is downloaded or created: refuse (permanently, naming the field) what Proxmox would refuse.
     const checked = await validateRequest(this.#pve, request, ctx.log);
+    // A range with no free VMID fails here, before the ISO download (read-only; retried, as VMs may leave the range).
+    const range = vmidRangeOf(request.providerData);
+    if (range) await lowestFreeVmid(this.#pve, range, this.#heldVmids(request.id));
     const snapshots = await nodeSnapshots(this.#pve, {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
+      needUsbMappings: data.usb_devices.length > 0,
       bridges: checked.bridges,
     });
     const want = placementRequest(request.id, data, request.machineRequestSetId);
@@ -359,6 +370,7 @@ export class ProxmoxProvisioner implements Provisioner {
       state.uuid = randomUUID();
       return retryAfter(0);
     }
+    this.#noteIntent(request.id, state);
     if (state.vmid) {
       const look = await this.#look(this.#recorded(state, 'confirmed'), state, request.id);
       if (look.kind === 'ours') {
@@ -430,6 +442,8 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#pendingSince.delete(request.id);
 
     const isoVolid = await this.#bootIsoVolid(ctx);
+    // The pool (field 12, the Go provider's): recorded with the create intent, so a teardown knows it.
+    state.pool = (await poolForNewVm(this.#pve, request.providerData, request.machineRequestSetId, ctx.log)) ?? '';
     const storages = await storageFacts(this.#pve, state.node);
     const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log), isoVolid);
     state.vmid = vmid;
@@ -440,16 +454,41 @@ export class ProxmoxProvisioner implements Provisioner {
   }
 
   async #create(ctx: StepContext, diskStorages: { primary: string; additional: string[] }, isoVolid: string): Promise<number> {
+    try {
+      return await this.#createAttempts(ctx, diskStorages, isoVolid);
+    } finally {
+      this.#noteIntent(ctx.request.id, ctx.state);
+    }
+  }
+
+  /** Keeps `#intents` in step with the request's recorded create intent (field 106). */
+  #noteIntent(requestId: string, state: MachineState): void {
+    if (state.createVmid) this.#intents.set(requestId, state.createVmid);
+    else this.#intents.delete(requestId);
+  }
+
+  /** VMIDs a range pick must skip although Proxmox may not list a VM there yet, with why (for messages). */
+  #heldVmids(requestId: string, refused: ReadonlyMap<number, string> = new Map()): Map<number, string> {
+    const held = new Map(refused);
+    for (const id of this.#creating) held.set(id, 'being created by this provider');
+    for (const [other, id] of this.#intents) if (other !== requestId && !held.has(id)) held.set(id, `create recorded by request ${other}`);
+    return held;
+  }
+
+  async #createAttempts(ctx: StepContext, diskStorages: { primary: string; additional: string[] }, isoVolid: string): Promise<number> {
     const { state, request } = ctx;
     const attempts = this.#opts.createAttempts ?? 5;
+    const range = vmidRangeOf(request.providerData);
+    /** VMIDs of the range Proxmox refused in this run (`already exists`): skipped by the next attempt. */
+    const refused = new Map<number, string>();
     let lastError: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       let vmid = 0;
       let sent = false;
       let upid: string;
-      // nextid + POST under one lock: the ID is not reserved until the create call wrote `lock: create`.
+      // nextid (or the range pick) + POST under one lock: the ID is not reserved until the create wrote `lock: create`.
       const createCall = this.#createChain.then(async () => {
-        vmid = await this.#pve.nextId();
+        vmid = range ? await lowestFreeVmid(this.#pve, range, this.#heldVmids(request.id, refused)) : await this.#pve.nextId();
         const params = planVm(request.providerData, {
           requestId: request.id,
           vmid,
@@ -457,6 +496,7 @@ export class ProxmoxProvisioner implements Provisioner {
           smbiosUuid: state.uuid,
           isoVolid,
           diskStorages,
+          pool: state.pool || undefined,
         });
         // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
         // rejects here, and nothing is sent.
@@ -464,6 +504,7 @@ export class ProxmoxProvisioner implements Provisioner {
         state.createNode = state.node;
         state.vmCreateTask = '';
         await ctx.checkpoint();
+        this.#intents.set(request.id, vmid);
         this.#creating.add(vmid);
         sent = true;
         return this.#pve.createVm(state.node, { ...params, vmid });
@@ -481,6 +522,7 @@ export class ProxmoxProvisioner implements Provisioner {
         }
         if (err instanceof PveError && /already exists/i.test(err.statusText)) {
           // Someone else holds this VMID: it is not ours and must never be touched. Forget it, then try a fresh one.
+          refused.set(vmid, 'taken while this provider was creating');
           clearCreateIntent(state);
           await ctx.checkpoint();
           if (attempt < attempts) {
@@ -818,6 +860,8 @@ export class ProxmoxProvisioner implements Provisioner {
       if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
     }
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
+    // The VM is gone: its pool goes too when the Go provider created it and nothing is left in it (field 12).
+    if (state.pool) await removeEmptyGoPool(this.#pve, state.pool, log);
     // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
     // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
     const seedFailures: string[] = [];
@@ -853,6 +897,8 @@ export class ProxmoxProvisioner implements Provisioner {
     if (seedFailures.length > 0) {
       throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
     }
+    // Only now: until the teardown settled it, a recorded create of this request may still produce its VM.
+    this.#intents.delete(requestId);
   }
 
   /** Waits out the pending-create bound (counted from when this process first saw it) for an upload of unknown task. */
@@ -971,6 +1017,14 @@ export class ProxmoxProvisioner implements Provisioner {
   #requireNode(state: MachineState): void {
     if (!state.node) throw new StepFailure('no node recorded for this request; pickNode must run first');
   }
+}
+
+/** The request's `vmid_range`, parsed (validation already refused a malformed one). */
+function vmidRangeOf(data: { vmid_range?: string | undefined }): VmidRange | undefined {
+  if (data.vmid_range === undefined) return undefined;
+  const range = parseVmidRange(data.vmid_range);
+  if (typeof range === 'string') throw new ProviderDataError(`provider data: vmid_range: ${JSON.stringify(data.vmid_range)}: ${range}`, 'vmid_range');
+  return range;
 }
 
 /**

@@ -1,6 +1,6 @@
 // The one validation pass that decides a machine request before anything is written or downloaded: the provider
 // data against its schema and PVE's own rules (validateProviderData: bounds, formats, cpu, vCPUs, selectors), then
-// against the cluster wherever Proxmox can tell, with read-only GETs only: nodes, vCPUs and memory, PCI mappings,
+// against the cluster wherever Proxmox can tell, with read-only GETs only: nodes, vCPUs and memory, PCI and USB mappings,
 // bridges, the pool, tags and the CPU model. A refusal names the provider-data field and is permanent: nothing in
 // the request can change until it is replaced.
 import type { Logger } from '../log.js';
@@ -8,7 +8,7 @@ import type { PveClient } from '../proxmox/client.js';
 import { isCustomCpuModel, knownCpuModels, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { PveConnectionError, PveError, isNodeUnreachable } from '../proxmox/errors.js';
 import { formats, parsePropertyString, parseTagList } from '../proxmox/propertyString.js';
-import type { NodeListEntry, PciMapping } from '../proxmox/types.js';
+import type { NodeListEntry, PciMapping, UsbMapping } from '../proxmox/types.js';
 import { pciMappingNodes } from './cluster.js';
 import { checkHa } from './ha.js';
 import { ProviderDataError } from './errors.js';
@@ -75,6 +75,7 @@ export async function validateRequest(pve: PveClient, request: ProvisionRequest,
   const eligible = eligibleNodes(nodes, data);
   checkCapacity(data, eligible);
   await checkPciMappings(pve, data, eligible.map((n) => n.node));
+  await checkUsbMappings(pve, data, eligible.map((n) => n.node));
   const bridges = await checkBridges(pve, data, eligible, log);
   await checkPool(pve, data, log);
   await checkTags(pve, data, request.machineRequestSetId, log);
@@ -154,6 +155,41 @@ async function checkPciMappings(pve: PveClient, data: ProviderData, eligible: re
     if (!eligible.some((n) => nodes.has(n))) {
       const has = [...nodes].sort().join(', ') || 'no node';
       refuse(field, `PCI mapping "${dev.mapping}" has devices on ${has}, none of them a node this VM may use (${eligible.join(', ')})`);
+    }
+  });
+}
+
+/**
+ * USB mappings (`GET /cluster/mapping/usb`, listed to holders of Mapping.Audit, .Use or .Modify on
+ * /mapping/usb/<id>): each must exist and have an entry for a node the VM may use. qemu-server finds the device on
+ * the node the VM starts on (`USB device mapping not found for '<id>'` otherwise), so placement then keeps only nodes
+ * with an entry for every requested mapping.
+ */
+async function checkUsbMappings(pve: PveClient, data: ProviderData, eligible: readonly string[]): Promise<void> {
+  if (data.usb_devices.length === 0) return;
+  let mappings: UsbMapping[];
+  try {
+    mappings = await pve.usbMappings();
+  } catch (err) {
+    rethrowTransport(err);
+    if (cannotTell(err)) return;
+    throw err;
+  }
+  const byId = pciMappingNodes(mappings);
+  const visible = [...byId.keys()].sort().join(', ') || 'none';
+  data.usb_devices.forEach((dev, i) => {
+    const field = `usb_devices[${i}].mapping`;
+    const nodes = byId.get(dev.mapping);
+    if (nodes === undefined) {
+      refuse(
+        field,
+        `no USB resource mapping "${dev.mapping}" in the cluster (mappings the token can see: ${visible}; ` +
+          `the token needs Mapping.Use on /mapping/usb/${dev.mapping})`,
+      );
+    }
+    if (!eligible.some((n) => nodes.has(n))) {
+      const has = [...nodes].sort().join(', ') || 'no node';
+      refuse(field, `USB mapping "${dev.mapping}" has devices on ${has}, none of them a node this VM may use (${eligible.join(', ')})`);
     }
   });
 }

@@ -29,6 +29,7 @@ import {
   type TaskLog,
   type TaskStatus,
   type TicketResponse,
+  type UsbMapping,
   type VmConfig,
   type VmStatus,
   type VolumeInfo,
@@ -44,6 +45,7 @@ import {
   decodeTaskLog,
   decodeTaskStatus,
   decodeTicket,
+  decodeUsbMappings,
   decodeVersion,
   decodeVmConfig,
   decodeVmStatus,
@@ -449,6 +451,10 @@ export class PveClient {
 
   async pciMappings(): Promise<PciMapping[]> {
     return decodePciMappings(await this.get('/cluster/mapping/pci'));
+  }
+
+  async usbMappings(): Promise<UsbMapping[]> {
+    return decodeUsbMappings(await this.get('/cluster/mapping/usb'));
   }
 
   // -------------------------------------------------------------------------------------------------------------

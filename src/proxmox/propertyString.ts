@@ -84,7 +84,8 @@ export const NEW_DISK_RE = /^(([^/:\s]+):)?(\d+(\.\d+)?)$/;
 const DRIVE_BUS_MAX = { ide: 4, scsi: 31, virtio: 16, sata: 6 } as const;
 const NET_MAX = 32;
 const HOSTPCI_MAX = 16;
-const USB_MAX = 14;
+/** qemu-server QemuServer/USB.pm `$MAX_USB_DEVICES`: usb0..usb13. */
+export const USB_MAX = 14;
 
 function indexedKey(key: string, base: string, max: number): boolean {
   const m = new RegExp(`^${base}(\\d+)$`).exec(key);
@@ -575,6 +576,20 @@ const ipconfigFormat: PropertyStringFormat = {
   },
 };
 
+/** qemu-server `usb[n]` (QemuServer/USB.pm `$usb_fmt`, pve-qm-usb): a host device or port, `spice`, or a mapping. */
+const usbFormat: PropertyStringFormat = {
+  name: 'pve-qm-usb',
+  defaultKey: 'host',
+  keys: {
+    host: str({ pattern: /(?:(?:0x)?[0-9A-Fa-f]{4}:(?:0x)?[0-9A-Fa-f]{4})|(?:\d+-\d+(?:\.\d+)*)|[Ss][Pp][Ii][Cc][Ee]/ }),
+    mapping: str({
+      formatName: 'pve-configid',
+      check: (v) => (CONFIGID_RE.test(v) ? undefined : `invalid format - invalid configuration ID '${v}'`),
+    }),
+    usb3: bool,
+  },
+};
+
 /** qemu-server `vga`. */
 const vgaFormat: PropertyStringFormat = {
   name: 'pve-qm-vga',
@@ -592,6 +607,7 @@ export const formats = {
   watchdog: watchdogFormat,
   ipconfig: ipconfigFormat,
   vga: vgaFormat,
+  usb: usbFormat,
   drive: driveFormat,
   ide: ideFormat,
   scsi: scsiFormat,

@@ -207,6 +207,15 @@ export interface PciMapping {
   checks?: Array<{ severity: string; message: string }>;
 }
 
+/** `GET /cluster/mapping/usb` (pve-cluster Mapping/USB.pm): one `node=<n>,id=<vendor:device>[,path=<bus-port>]` per node. */
+export interface UsbMapping {
+  id: string;
+  description?: string;
+  map: string[];
+  digest?: string;
+  checks?: Array<{ severity: string; message: string }>;
+}
+
 /** `POST /access/ticket`. */
 export interface TicketResponse {
   username: string;
@@ -459,6 +468,13 @@ export function decodePciMappings(v: unknown): PciMapping[] {
     const e = withBooleans(o, ['mdev', 'live-migration-capable']);
     const map = Array.isArray(o.map) ? o.map.filter((x): x is string => typeof x === 'string') : typeof o.map === 'string' ? [o.map] : [];
     return { ...e, id: requireString(o, 'id', 'pci mapping'), map } as PciMapping;
+  });
+}
+
+export function decodeUsbMappings(v: unknown): UsbMapping[] {
+  return expectArray(v, 'usb mappings').filter(isRecord).map((o) => {
+    const map = Array.isArray(o.map) ? o.map.filter((x): x is string => typeof x === 'string') : typeof o.map === 'string' ? [o.map] : [];
+    return { ...o, id: requireString(o, 'id', 'usb mapping'), map } as UsbMapping;
   });
 }
 

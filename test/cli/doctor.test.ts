@@ -237,6 +237,52 @@ describe('doctor', () => {
     expect(stderr.join('')).toMatch(/--json takes no value/);
   }, 30_000);
 
+  it('names the Go provider\'s machine-set pools the token could not remove once empty (Pool.Allocate)', async () => {
+    let allocate = false;
+    const pve = await startPveServer((req) => {
+      if (req.path === '/version') return ok({ version: '9.1.5', release: '9.1', repoid: 'abc' });
+      if (req.path === '/pools') return ok([{ poolid: 'workers', comment: 'managed by omni-infra-provider-proxmox' }, { poolid: 'lab', comment: 'ops' }]);
+      if (req.path === '/access/permissions' && req.query.get('path') === '/pool/workers') {
+        return ok({ '/pool/workers': allocate ? { 'Pool.Allocate': 1 } : { 'VM.Allocate': 1 } });
+      }
+      if (req.path === '/access/permissions') return ok({ '/': Object.fromEntries(REQUIRED_PRIVILEGES.map((p) => [p, 1])) });
+      if (req.path === '/nodes') return ok([{ node: 'pve1', status: 'online' }]);
+      return { status: 501, reason: `Method 'GET ${req.path}' not implemented` };
+    });
+    try {
+      const e = env({ PROXMOX_URL: pve.url, PROXMOX_FINGERPRINT: undefined });
+      let r = await run([], e);
+      expect(statusOf(r.findings, 'proxmox.pools')).toEqual(['WARN']);
+      expect(messageOf(r.findings, 'proxmox.pools')).toMatch(/^1 machine-set pool the Go provider created \(workers\); the token lacks Pool\.Allocate on \/pool\/workers/);
+      allocate = true;
+      r = await run([], e);
+      expect(statusOf(r.findings, 'proxmox.pools')).toEqual(['OK']);
+    } finally {
+      await pve.close();
+    }
+  });
+
+  it('says when Mapping.Use covers PCI mappings but not USB mappings (ACL narrowed to /mapping/pci)', async () => {
+    const pve = await startPveServer((req) => {
+      if (req.path === '/version') return ok({ version: '9.1.5', release: '9.1', repoid: 'abc' });
+      if (req.path === '/access/permissions' && req.query.get('path') === '/mapping/pci') return ok({ '/mapping/pci': { 'Mapping.Use': 1, 'Mapping.Audit': 1 } });
+      if (req.path === '/access/permissions' && req.query.get('path') === '/mapping/usb') return ok({ '/mapping/usb': {} });
+      if (req.path === '/access/permissions') {
+        return ok({ '/': Object.fromEntries(REQUIRED_PRIVILEGES.map((p) => [p, 1])), '/mapping/pci': { 'Mapping.Use': 1, 'Mapping.Audit': 1 } });
+      }
+      if (req.path === '/nodes') return ok([{ node: 'pve1', status: 'online' }]);
+      return { status: 501, reason: `Method 'GET ${req.path}' not implemented` };
+    });
+    try {
+      const r = await run([], env({ PROXMOX_URL: pve.url, PROXMOX_FINGERPRINT: undefined }));
+      expect(messageOf(r.findings, 'proxmox.privileges')).toMatch(
+        /holds Mapping\.Use on \/mapping\/pci but not on \/mapping\/usb: usb_devices are refused \(Permission check failed \(\/mapping\/usb\/<id>, Mapping\.Use\)\)/,
+      );
+    } finally {
+      await pve.close();
+    }
+  });
+
   it('compares GET /access/permissions with the privileges the provider needs', async () => {
     let granted: string[] = [...REQUIRED_PRIVILEGES];
     const pve = await startPveServer((req) => {

@@ -32,12 +32,12 @@ const base = 'cores: 2\nmemory: 4096\ndisk_size: 20\n';
 // Each test runs the CLI (a fresh Node process) several times: seconds each on a busy machine.
 describe('plan', { timeout: 90_000 }, () => {
   it('prints the node, storages and exact create parameters', async () => {
-    const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\n`);
+    const f = dataFile('ok.yaml', `${base}storage_selector: type == "rbd"\nadditional_disks:\n  - disk_size: 50\n    storage_selector: name == "local-lvm"\nvlan: 20\nvga: "qxl,memory=32"\nusb_devices:\n  - {mapping: zigbee, usb3: true}\nvmid_range: "150-160"\n`);
     const r = await run(['plan', '--provider-data', f, '--request-id', 'req-a', '--machine-request-set', 'set-a', '--sim-fixture', fixture, '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as { node: string; storages: { primary: string; additional: string[] }; isoStorage: string; params: Record<string, unknown> };
-    expect(['pve1', 'pve2', 'pve3']).toContain(out.node);
+    expect(out.node).toBe('pve3'); // the only node with an entry for the zigbee USB mapping
     expect(out.storages).toEqual({ primary: 'ceph-vm', additional: ['local-lvm'] });
     expect(out.isoStorage).toBe('nfs-iso');
     expect(out.params).toMatchObject({
@@ -46,6 +46,9 @@ describe('plan', { timeout: 90_000 }, () => {
       scsi1: 'local-lvm:50',
       net0: 'virtio,bridge=vmbr0,firewall=1,tag=20',
       tags: 'machine-request.set-a',
+      vga: 'qxl,memory=32',
+      usb0: 'mapping=zigbee,usb3=1',
+      vmid: 150,
       cores: 2,
       memory: 4096,
     });

@@ -38,6 +38,8 @@ const EXAMPLE: Record<string, unknown> = {
   mdev: 'nvidia-180',
   cpu_type: 'host',
   description: 'talos',
+  vga: 'std',
+  vmid_range: '1000-1099',
   storage_selector: 'true',
   additional_disks: { disk_size: 10, storage_selector: 'true' },
   additional_nics: { bridge: 'vmbr1' },
@@ -45,6 +47,7 @@ const EXAMPLE: Record<string, unknown> = {
   rules: 'omni-spread',
   node_affinity_nodes: 'pve1',
   comment: 'talos',
+  usb_devices: { mapping: 'rtl-sdr' },
 };
 
 interface Case {
@@ -64,7 +67,7 @@ function withValue(field: string, value: unknown): Record<string, unknown> {
     return data;
   }
   const data: Record<string, unknown> = structuredClone(BASE);
-  const m = /^([a-z_]+)(?:\[0\](?:\.([a-z_]+))?)?$/.exec(field);
+  const m = /^([a-z_]+)(?:\[0\](?:\.([a-z0-9_]+))?)?$/.exec(field);
   if (!m?.[1]) throw new Error(`bad field ${field}`);
   const [, top, sub] = m;
   if (field === top) data[top] = value;
@@ -159,6 +162,18 @@ function allCases(): Case[] {
   out.push({ name: 'pcie without q35', field: 'pci_devices[0].pcie', data: { ...BASE, pci_devices: [{ mapping: 'gpu-a100', pcie: true }] } });
   out.push({ name: 'node outside allowed_nodes', field: 'node', data: { ...BASE, node: 'pve3', allowed_nodes: ['pve1'] } });
   out.push({ name: 'an unknown key', field: 'corse', data: { ...BASE, corse: 2 } });
+  out.push({ name: 'usb_devices with 15 entries (upstream allows 15; PVE has usb0..usb13)', field: 'usb_devices', data: { ...BASE, usb_devices: Array.from({ length: 15 }, () => ({ mapping: 'rtl-sdr' })) } });
+  // vmid_range: two PVE VMIDs (100..999999999), start <= end.
+  for (const v of ['99-200', '100-1000000000', '200-100', '0100-200', '100', '100-', '-100', '100 - 200', '100..200', '100-200-300', '1e3-2e3', '+100-200']) {
+    out.push({ name: `vmid_range = ${JSON.stringify(v)}`, field: 'vmid_range', data: { ...BASE, vmid_range: v } });
+  }
+  out.push({ name: 'vmid_range as a number', field: 'vmid_range', data: { ...BASE, vmid_range: 100 } });
+  // vga against qemu-server's pve-qm-vga: type enum (case-sensitive), memory 4..512, clipboard only vnc, keys once.
+  for (const v of ['STD', 'vga', 'std,memory=3', 'std,memory=513', 'std,memory=-4', 'std,memory=8.5', 'memory=0', 'std,clipboard=spice',
+    'std,type=qxl', 'std,std', 'std,memory=8,memory=16', 'std,clipboard=vnc,clipboard=vnc', 'std,', ',std', 'std,foo=1', 'type=', 'memory=',
+    'type=std,memory=512,clipboard=vnc,x', 'ｓｔｄ']) {
+    out.push({ name: `vga = ${JSON.stringify(v)}`, field: 'vga', data: { ...BASE, vga: v } });
+  }
   return out;
 }
 
@@ -206,6 +221,8 @@ describe('every field is bounded in the published schema', () => {
         pool: max(LIMITS.pool.max),
         description: `${max(LIMITS.description.max - 2)}\n\t`,
         cpu_type: 'host,flags=+aes;+nested-virt',
+        vga: 'type=virtio-gl,memory=512,clipboard=vnc',
+        vmid_range: '100-999999999',
         storage_selector: `${' '.repeat(LIMITS.storage_selector.max - 4)}true`,
         additional_disks: Array.from({ length: LIMITS.additional_disks.max }, () => ({ disk_size: LIMITS.disk_size.max, storage_selector: 'true' })),
         additional_nics: Array.from({ length: LIMITS.additional_nics.max }, () => ({ bridge: 'vmbr1', vlan: 4094 })),
@@ -221,9 +238,13 @@ describe('every field is bounded in the published schema', () => {
           node_affinity_strict: true,
           resource_affinity: 'positive',
         },
+        usb_devices: Array.from({ length: LIMITS.usb_devices.max }, () => ({ mapping: max(LIMITS.mapping.max), usb3: true })),
       }),
     ).not.toThrow();
     expect(validateProviderData({ ...BASE, cores: 255 }).cores).toBe(255);
+    for (const vga of ['std', 'none', 'serial0', 'qxl4', 'memory=4', 'clipboard=vnc,memory=512', 'memory=16,type=virtio,clipboard=vnc', 'vmware,memory=99']) {
+      expect(validateProviderData({ ...BASE, vga }).vga).toBe(vga);
+    }
     expect(validateProviderData({ ...BASE, hugepages: 1024, numa: true }).hugepages).toBe('1024');
   });
 });

@@ -129,6 +129,18 @@ describe('pickNode: constraints', () => {
     expect(p.candidates).toContainEqual({ node: 'pve1', accepted: false, reason: 'not in allowed_nodes' });
   });
 
+  it('USB mappings: only nodes with an entry for every requested mapping (also with PCI mappings)', () => {
+    const nodes = [
+      node('pve1', { usbMappings: ['sdr'], pciMappings: ['gpu'] }),
+      node('pve2', { usbMappings: ['sdr', 'zigbee'], pciMappings: [], committedMemory: 30 * GiB }),
+      node('pve3', { usbMappings: ['sdr', 'zigbee'], pciMappings: ['gpu'], committedMemory: 40 * GiB }),
+    ];
+    const p = pickNode({ nodes, request: { ...req, usbMappings: ['sdr', 'zigbee'], pciMappings: ['gpu'] } });
+    expect(p.node).toBe('pve3');
+    expect(p.candidates).toContainEqual({ node: 'pve1', accepted: false, reason: 'no USB mapping zigbee on this node' });
+    expect(p.candidates).toContainEqual({ node: 'pve2', accepted: false, reason: 'no PCI mapping gpu on this node' });
+  });
+
   it('PCI mappings: only nodes that have every requested mapping', () => {
     const nodes = [node('pve1', { pciMappings: ['gpu'] }), node('pve2', { pciMappings: ['gpu', 'nic'], committedMemory: 30 * GiB }), node('pve3')];
     const p = pickNode({ nodes, request: { ...req, pciMappings: ['gpu', 'nic'] } });

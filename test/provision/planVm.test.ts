@@ -130,6 +130,40 @@ describe('planVm: the Go provider\'s create parameters for the same input', () =
     expect(parsePropertyString(String(p.smbios1), formats.smbios1)).toEqual({ uuid: UUID });
   });
 
+  it.each([
+    ['std', 'std'],
+    ['none', 'none'],
+    ['type=qxl,memory=32', 'qxl,memory=32'],
+    ['memory=16,virtio-gl,clipboard=vnc', 'virtio-gl,memory=16,clipboard=vnc'],
+  ])('vga %s → vga=%s (upstream passes it as the VM\'s vga option)', (value, sent) => {
+    const p = plan(`vga: "${value}"\n`);
+    expect(p.vga).toBe(sent);
+    expect(parsePropertyString(String(p.vga), formats.vga)).toEqual(parsePropertyString(value, formats.vga));
+  });
+
+  it('vga unset → no vga parameter (PVE default)', () => {
+    expect(plan('')).not.toHaveProperty('vga');
+  });
+
+  it('usb_devices → usb<i>=mapping=<m>[,usb3=1] in list order (upstream v0.3), no ostype up to 5 devices', () => {
+    const p = plan('usb_devices:\n  - {mapping: rtl-sdr, usb3: true}\n  - {mapping: zigbee-controller}\n  - {mapping: ups, usb3: false}\n');
+    expect(p.usb0).toBe('mapping=rtl-sdr,usb3=1');
+    expect(p.usb1).toBe('mapping=zigbee-controller');
+    expect(p.usb2).toBe('mapping=ups');
+    expect(p).not.toHaveProperty('usb3');
+    expect(p).not.toHaveProperty('ostype');
+    expect(parsePropertyString(String(p.usb0), formats.usb)).toEqual({ mapping: 'rtl-sdr', usb3: '1' });
+    const five = plan(`usb_devices: [${Array.from({ length: 5 }, (_, i) => `{mapping: d${i}}`).join(', ')}]\n`);
+    expect(five).toHaveProperty('usb4');
+    expect(five).not.toHaveProperty('ostype');
+  });
+
+  it('more than 5 usb devices → ostype=l26 (qemu-server plugs usb5..13 only into qemu-xhci, used for l26)', () => {
+    const p = plan(`usb_devices: [${Array.from({ length: 14 }, (_, i) => `{mapping: d${i}}`).join(', ')}]\n`);
+    expect(p.usb13).toBe('mapping=d13');
+    expect(p.ostype).toBe('l26');
+  });
+
   it('boot order: disk first (empty on first boot, so the ISO boots), then the Talos ISO', () => {
     const order = String(plan('').boot).replace('order=', '').split(';');
     expect(order.indexOf('scsi0')).toBeLessThan(order.indexOf('ide2'));

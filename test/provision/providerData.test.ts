@@ -45,6 +45,7 @@ const everything: Required<ProviderData> = {
   hugepages: '1GB',
   balloon: false,
   bios: 'ovmf',
+  vga: 'qxl,memory=32',
   description: 'talos worker',
   hostname: 'request-id',
   tags: ['prod'],
@@ -65,6 +66,8 @@ const everything: Required<ProviderData> = {
     node_affinity_strict: true,
     resource_affinity: 'negative',
   },
+  usb_devices: [{ mapping: 'rtl-sdr', usb3: true }],
+  vmid_range: '1000-1099',
 };
 
 describe('schema and type agree', () => {
@@ -74,6 +77,7 @@ describe('schema and type agree', () => {
     expect(Object.keys(items.additional_disks.items.properties).sort()).toEqual(Object.keys(everything.additional_disks[0] ?? {}).sort());
     expect(Object.keys(items.additional_nics.items.properties).sort()).toEqual(Object.keys(everything.additional_nics[0] ?? {}).sort());
     expect(Object.keys(items.pci_devices.items.properties).sort()).toEqual(Object.keys(everything.pci_devices[0] ?? {}).sort());
+    expect(Object.keys(items.usb_devices.items.properties).sort()).toEqual(Object.keys(everything.usb_devices[0] ?? {}).sort());
     expect(Object.keys(items.ha.properties).sort()).toEqual(Object.keys(everything.ha).sort());
   });
 
@@ -135,6 +139,7 @@ describe('parseProviderData: defaults (the Go provider\'s)', () => {
       additional_disks: [],
       additional_nics: [],
       pci_devices: [],
+      usb_devices: [],
     });
   });
 
@@ -162,6 +167,9 @@ describe('parseProviderData: rejections name the field', () => {
     ['unknown key without suggestion', `${BASE}wibble: 1\n`, 'provider data: unknown key "wibble"', 'wibble'],
     ['unknown key in a disk', `${BASE}additional_disks:\n  - {disk_size: 5, storage_selector: x, disk_sizee: 1}\n`, 'provider data: additional_disks[0]: unknown key "disk_sizee" (did you mean "disk_size"?)', 'additional_disks[0].disk_sizee'],
     ['unknown key in a nic', `${BASE}additional_nics:\n  - {bridge: vmbr1, tag: 5}\n`, 'provider data: additional_nics[0]: unknown key "tag"', 'additional_nics[0].tag'],
+    ['usb device without mapping', `${BASE}usb_devices:\n  - {usb3: true}\n`, 'provider data: usb_devices[0]: missing required key "mapping"', 'usb_devices[0].mapping'],
+    ['usb device by host id (root-only in PVE; upstream has no such key)', `${BASE}usb_devices:\n  - {mapping: sdr, host: "0bda:2838"}\n`, 'provider data: usb_devices[0]: unknown key "host"', 'usb_devices[0].host'],
+    ['usb mapping id that is not a PVE config id', `${BASE}usb_devices:\n  - {mapping: "1sdr"}\n`, 'provider data: usb_devices[0].mapping: "1sdr" is not a valid USB mapping id', 'usb_devices[0].mapping'],
     ['unknown key in a pci device', `${BASE}pci_devices:\n  - {mapping: gpu, x_vga: true}\n`, 'provider data: pci_devices[0]: unknown key "x_vga"', 'pci_devices[0].x_vga'],
     ['missing key in an item', `${BASE}additional_disks:\n  - {disk_size: 5}\n`, 'provider data: additional_disks[0]: missing required key "storage_selector"', 'additional_disks[0].storage_selector'],
     ['bridge smuggling a property', `${BASE}network_bridge: "vmbr0,firewall=0"\n`, 'provider data: network_bridge: "vmbr0,firewall=0" is not a valid bridge name', 'network_bridge'],
@@ -252,3 +260,21 @@ describe('issue 8 evidence: hostile or absurd values are refused when the data i
     expect(published({ ...BASE_OBJ, network_bridge: 'v'.repeat(16) })).toBe(false);
   });
 });
+
+describe('the Go provider\'s published v0.3 examples parse unchanged', () => {
+  it.each([
+    // README v0.3.0 (USB passthrough)
+    ['README usb_devices', 'usb_devices:\n  - mapping: rtl-sdr\n    usb3: true\n  - mapping: zigbee-controller\n', [{ mapping: 'rtl-sdr', usb3: true }, { mapping: 'zigbee-controller', usb3: false }]],
+    // PR #82 description
+    ['PR #82 usb_devices', 'usb_devices:\n  - mapping: SDR1\n    usb3: true\n  - mapping: SDR-BLOGv4\n    usb3: true\n', [{ mapping: 'SDR1', usb3: true }, { mapping: 'SDR-BLOGv4', usb3: true }]],
+  ])('%s', (_name, yaml, usb) => {
+    expect(parseProviderData(BASE + yaml).usb_devices).toEqual(usb);
+  });
+
+  it('vga as the schema describes it ("std" or "none") and PR #81\'s vmid_range', () => {
+    expect(parseProviderData(`${BASE}vga: std\n`).vga).toBe('std');
+    expect(parseProviderData(`${BASE}vga: none\n`).vga).toBe('none');
+    expect(parseProviderData(`${BASE}vmid_range: 102101-102110\n`).vmid_range).toBe('102101-102110');
+  });
+});
+

@@ -37,6 +37,9 @@ function samples(): string[] {
     out.add(`vmbr${u}`);
     out.add(`${u}x`);
   }
+  for (const vga of ['std', 'STD', 'qxl,memory=32', 'memory=512,type=virtio-gl,clipboard=vnc', 'std,std', 'std,memory=513', 'std,memory=04', 'clipboard=vnc', 'std,type=qxl']) {
+    out.add(vga);
+  }
   for (const cpu of [
     'host,hidden=1',
     'host,hidden=On',

@@ -45,6 +45,13 @@ describe('refusals the cluster decides, before any write', () => {
       'pci_devices[0].mapping',
       'provider data: pci_devices[0].mapping: PCI mapping "gpu-a100" has devices on pve2, none of them a node this VM may use (pve1, pve3)',
     ],
+    ['unknown USB mapping', 'usb_devices: [{mapping: rtl-sdr}, {mapping: nope}]\n', 'usb_devices[1].mapping', 'provider data: usb_devices[1].mapping: no USB resource mapping "nope" in the cluster (mappings the token can see: rtl-sdr, zigbee; the token needs Mapping.Use on /mapping/usb/nope)'],
+    [
+      'USB mapping only on nodes the VM may not use',
+      'node: pve1\nusb_devices: [{mapping: zigbee}]\n',
+      'usb_devices[0].mapping',
+      'provider data: usb_devices[0].mapping: USB mapping "zigbee" has devices on pve3, none of them a node this VM may use (pve1)',
+    ],
     ['bridge on no node', 'network_bridge: vmbr9\n', 'network_bridge', 'provider data: network_bridge: no bridge "vmbr9" on any node this VM may use (pve1: vmbr0, vmbr1;'],
     ['second NIC on a missing bridge', 'additional_nics: [{bridge: vmbr1}, {bridge: vmbr7}]\n', 'additional_nics[1].bridge', 'provider data: additional_nics[1].bridge: no bridge "vmbr7"'],
     ['pool that does not exist', 'pool: nope\n', 'pool', 'provider data: pool: pool "nope" does not exist in Proxmox'],

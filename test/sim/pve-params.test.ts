@@ -43,6 +43,9 @@ describe('refuses what PVE refuses', () => {
     ['watchdog', 'model=foo', "invalid format - format error\nwatchdog.model: value 'foo' does not have a value in the enumeration 'i6300esb, ib700'"],
     ['keyboard', 'xx', expect.stringMatching(/^value 'xx' does not have a value in the enumeration 'de, de-ch, /)],
     ['cpulimit', '129', 'value must have a maximum value of 128'],
+    ['vga', 'STD', "invalid format - format error\nvga.type: value 'STD' does not have a value in the enumeration 'cirrus, qxl, qxl2, qxl3, qxl4, none, serial0, serial1, serial2, serial3, std, virtio, virtio-gl, vmware'"],
+    ['vga', 'std,memory=513', 'invalid format - format error\nvga.memory: value must have a maximum value of 512'],
+    ['vga', 'std,clipboard=spice', "invalid format - format error\nvga.clipboard: value 'spice' does not have a value in the enumeration 'vnc'"],
   ])('%s=%s', async (key, value, text) => {
     const { r } = await create({ [key]: value });
     expect(r.status).toBe(400);
@@ -201,5 +204,96 @@ describe('start refuses what qemu-server refuses at start', () => {
     clock.advance(5000);
     expect(await taskStatus(sim, start.json?.data as string)).toMatchObject({ status: 'stopped', exitstatus: text });
     expect(sim.vm(300)?.running).toBe(false);
+  });
+});
+
+describe('usb[n] as qemu-server takes it (USB.pm pve-qm-usb, API2/Qemu.pm check_usb_perm)', () => {
+  it('a mapping, by the least-privilege token (Mapping.Use on /mapping/usb/<id>), in usb0..usb13', async () => {
+    const { sim, clock, r } = await create({ usb0: 'mapping=rtl-sdr,usb3=1', usb13: 'mapping=zigbee' }, omniToken);
+    expect(r.json?.errors).toBeUndefined();
+    expect(r.status).toBe(200);
+    clock.advance(5000);
+    expect(sim.vm(300)?.config).toMatchObject({ usb0: 'mapping=rtl-sdr,usb3=1', usb13: 'mapping=zigbee' });
+  });
+
+  it.each([
+    ['usb14 is no parameter (14 slots)', { usb14: 'mapping=rtl-sdr' }, 400, 'usb14', 'property is not defined in schema and the schema does not allow additional properties'],
+    ['a mapping id that is not a config id', { usb0: 'mapping=1sdr' }, 400, 'usb0', "invalid format - format error\nusb0.mapping: invalid format - invalid configuration ID '1sdr'"],
+    ['an unknown option', { usb0: 'mapping=rtl-sdr,usb4=1' }, 400, 'usb0', 'invalid format - invalid key in comma-separated list property: usb4'],
+  ])('%s', async (_name, params, status, key, text) => {
+    const { sim, r } = await create(params, omniToken);
+    expect(r.status).toBe(status);
+    expect(r.json?.errors).toEqual({ [key]: text });
+    expect(writeCalls(sim).length).toBe(1); // the refused POST itself
+    expect(sim.vm(300)).toBeUndefined();
+  });
+
+  it('a real host device is root\'s; neither host nor mapping is refused; a mapping needs Mapping.Use on it', async () => {
+    const host = await create({ usb0: '0bda:2838' }, omniToken);
+    expect(host.r.status).toBe(500);
+    expect(host.r.reason).toBe("only root can set 'usb0' config for real devices");
+    const neither = await create({ usb0: 'usb3=1' }, omniToken);
+    expect(neither.r.status).toBe(500);
+    expect(neither.r.reason).toBe("either 'host' or 'mapping' must be set.");
+    const { sim } = newSim();
+    sim.access.revokeAll('omni@pve!provider');
+    sim.access.grant('/', 'omni@pve!provider', { privs: ['VM.Allocate', 'VM.Config.HWType', 'VM.Config.Disk', 'VM.Config.Network', 'VM.Config.Memory', 'VM.Config.Options', 'Datastore.AllocateSpace', 'SDN.Use'] });
+    const noUse = await call(sim, 'POST', '/nodes/pve1/qemu', { ...base, usb0: 'mapping=rtl-sdr' }, omniToken);
+    expect(noUse.status).toBe(403);
+    expect(noUse.reason).toBe('Permission check failed (/mapping/usb/rtl-sdr, Mapping.Use)');
+  });
+
+  it('GET /cluster/mapping/usb lists the mappings the caller may audit or use, one map entry per node', async () => {
+    const { sim } = newSim();
+    const list = (await call(sim, 'GET', '/cluster/mapping/usb', {}, omniToken)).json?.data as Array<{ id: string; map: string[] }>;
+    expect(list.find((m) => m.id === 'rtl-sdr')?.map).toEqual(['node=pve1,id=0bda:2838', 'node=pve2,id=0bda:2838,path=1-2']);
+    expect(list.map((m) => m.id).sort()).toEqual(['rtl-sdr', 'zigbee']);
+    sim.access.revokeAll('omni@pve!provider');
+    sim.access.grant('/vms', 'omni@pve!provider', { privs: ['VM.Audit'] });
+    expect((await call(sim, 'GET', '/cluster/mapping/usb', {}, omniToken)).json?.data).toEqual([]);
+  });
+
+  it.each([
+    ['a mapping without an entry for the node', 'pve1', { usb0: 'mapping=zigbee' }, "USB device mapping not found for 'zigbee'"],
+    ['usb5 without ostype l26', 'pve1', { usb5: 'mapping=rtl-sdr' }, 'using usb5 is only possible with machine type >= 7.1 and ostype l26 or windows > 7'],
+  ])('start fails: %s', async (_name, node, params, text) => {
+    const { sim, clock } = newSim();
+    const auth = await rootTicketHeaders(sim);
+    expect((await call(sim, 'POST', `/nodes/${node}/qemu`, { ...base, ...params }, auth)).status).toBe(200);
+    clock.advance(5000);
+    const start = await call(sim, 'POST', `/nodes/${node}/qemu/300/status/start`, {}, auth);
+    clock.advance(5000);
+    expect(await taskStatus(sim, start.json?.data as string)).toMatchObject({ status: 'stopped', exitstatus: text });
+  });
+
+  it('usb5 starts with ostype l26', async () => {
+    const { sim, clock } = newSim();
+    const auth = await rootTicketHeaders(sim);
+    expect((await call(sim, 'POST', '/nodes/pve1/qemu', { ...base, usb5: 'mapping=rtl-sdr', ostype: 'l26' }, auth)).status).toBe(200);
+    clock.advance(5000);
+    const start = await call(sim, 'POST', '/nodes/pve1/qemu/300/status/start', {}, auth);
+    clock.advance(5000);
+    expect(await taskStatus(sim, start.json?.data as string)).toMatchObject({ exitstatus: 'OK' });
+  });
+});
+
+describe('DELETE /pools/{poolid} as pve-manager API2/Pool.pm delete_pool', () => {
+  it('needs Pool.Allocate on /pool/<id>, refuses a missing or non-empty pool, removes an empty one', async () => {
+    const { sim, clock } = newSim({ pools: [{ poolid: 'set-a', comment: 'managed by omni-infra-provider-proxmox' }] });
+    const denied = await call(sim, 'DELETE', '/pools/set-a', {}, omniToken);
+    expect(denied.status).toBe(403);
+    expect(denied.reason).toBe('Permission check failed (/pool/set-a, Pool.Allocate)');
+    const auth = await rootTicketHeaders(sim);
+    expect((await call(sim, 'POST', '/nodes/pve1/qemu', { ...base, pool: 'set-a' }, auth)).status).toBe(200);
+    clock.advance(5000);
+    const busy = await call(sim, 'DELETE', '/pools/set-a', {}, auth);
+    expect(busy.status).toBe(500);
+    expect(busy.reason).toBe("delete pool failed: pool 'set-a' is not empty (contains VM 300)");
+    sim.externalDeleteVm(300);
+    expect((await call(sim, 'DELETE', '/pools/set-a', {}, auth)).status).toBe(200);
+    expect(sim.state.pools.has('set-a')).toBe(false);
+    const missing = await call(sim, 'DELETE', '/pools/set-a', {}, auth);
+    expect(missing.status).toBe(500);
+    expect(missing.reason).toBe("delete pool failed: pool 'set-a' does not exist");
   });
 });

@@ -38,6 +38,13 @@ export interface FixturePciMapping {
   nodes: Array<string | { node: string; path?: string; id?: string }>;
 }
 
+export interface FixtureUsbMapping {
+  id: string;
+  description?: string;
+  /** Node names (device `0bda:2838`), or full entries. */
+  nodes: Array<string | { node: string; id?: string; path?: string }>;
+}
+
 export interface FixtureVm {
   vmid: number;
   node: string;
@@ -116,6 +123,8 @@ export interface PveFixture {
   storages: FixtureStorage[];
   bridges?: Record<string, string[]>;
   pciMappings?: FixturePciMapping[];
+  /** Cluster USB mappings (`GET /cluster/mapping/usb`). */
+  usbMappings?: FixtureUsbMapping[];
   /** Resource pools that exist (`GET /pools`; a create with another `pool` is refused). */
   pools?: Array<string | { poolid: string; comment?: string }>;
   /** Custom CPU models (names without `custom-`), listed by the node's CPU capabilities and accepted as `custom-<name>`. */

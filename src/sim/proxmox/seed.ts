@@ -53,6 +53,15 @@ export function seedFixture(sim: PveSim, f: PveFixture): void {
       ),
     });
   }
+  for (const m of f.usbMappings ?? []) {
+    st.usbMappings.set(m.id, {
+      id: m.id,
+      ...(m.description !== undefined ? { description: m.description } : {}),
+      map: m.nodes.map((e) =>
+        typeof e === 'string' ? { node: e, id: '0bda:2838' } : { node: e.node, id: e.id ?? '0bda:2838', ...(e.path ? { path: e.path } : {}) },
+      ),
+    });
+  }
   for (const p of f.pools ?? []) {
     const pool = typeof p === 'string' ? { poolid: p } : p;
     st.pools.set(pool.poolid, pool.comment !== undefined ? { comment: pool.comment } : {});

@@ -544,7 +544,7 @@ export class PveSim {
     return vmid;
   }
 
-  /** After the next `/cluster/nextid` answer, someone else creates a VM with that id. */
+  /** After the next `/cluster/nextid` answer (also one asserting `vmid` free), someone else creates a VM with that id. */
   grabVmidAfterNextId(node = this.state.entryNode): void {
     this.afterNextId.push((vmid) => this.externalCreateVm({ vmid, node }));
   }

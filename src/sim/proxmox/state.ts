@@ -78,6 +78,19 @@ export interface PciMapping {
   map: PciMappingEntry[];
 }
 
+/** A USB mapping entry (pve-cluster Mapping/USB.pm): the device by vendor:device id, or by port (`path`). */
+export interface UsbMappingEntry {
+  node: string;
+  id: string;
+  path?: string;
+}
+
+export interface UsbMapping {
+  id: string;
+  description?: string;
+  map: UsbMappingEntry[];
+}
+
 /** The datacenter.cfg options the simulator knows, as `GET /cluster/options` returns them. */
 export interface DatacenterOptions {
   /** Tags only users with Sys.Modify on / may set. */
@@ -97,6 +110,7 @@ export class ClusterState {
   readonly volumes = new Map<string, Map<string, SimVolume>>();
   readonly vms = new Map<number, SimVm>();
   readonly pciMappings = new Map<string, PciMapping>();
+  readonly usbMappings = new Map<string, UsbMapping>();
   /** Resource pools (user.cfg): id → comment. */
   readonly pools = new Map<string, { comment?: string }>();
   /** Custom CPU models (cpu-models.conf), without the `custom-` prefix. */

@@ -145,6 +145,8 @@ export const vmConfigPatterns: SchemaOptions['patternProperties'] = [
   [/^ipconfig([0-9]|[12][0-9]|3[01])$/, opt({ type: 'string', format: ipconfig })],
   [/^numa[0-7]$/, opt({ type: 'string', format: propertyString(formats.numa) })],
   [/^hostpci([0-9]|1[0-5])$/, opt({ type: 'string', format: propertyString(formats.hostpci) })],
+  // usb0..usb13 (USB.pm $MAX_USB_DEVICES = 14); usb14 is not in the schema.
+  [/^usb([0-9]|1[0-3])$/, opt({ type: 'string', format: propertyString(formats.usb) })],
   [/^serial[0-3]$/, opt({ type: 'string', pattern: /^(\/dev\/.+|socket)$/ })],
   [/^unused\d+$/, opt({ type: 'string' })],
 ];
@@ -285,6 +287,13 @@ export function checkConfigKeys(
       if (pci['mapping'] !== undefined) sim.access.check(caller, `/mapping/pci/${pci['mapping']}`, 'Mapping.Use');
       else if (!isRoot(caller)) throw serverError(`only root can set '${key}' config for non-mapped devices`);
       if (pci['romfile'] !== undefined && !isRoot(caller)) throw serverError(`only root can set '${key}' config for romfile`);
+    }
+    if (/^usb\d+$/.test(key) && !isRoot(caller)) {
+      // qemu-server API2/Qemu.pm check_usb_perm: a real host device is root's; a mapping needs Mapping.Use on it.
+      const usb = parsePropertyString(value, formats.usb);
+      if (usb['host'] !== undefined && !/^spice$/i.test(usb['host'])) throw serverError(`only root can set '${key}' config for real devices`);
+      if (usb['mapping'] !== undefined) sim.access.check(caller, `/mapping/usb/${usb['mapping']}`, 'Mapping.Use');
+      else throw serverError("either 'host' or 'mapping' must be set.");
     }
     if (isDrive(key)) plans.push(planDrive(sim, caller, node, key, value, defaultStorage));
   }

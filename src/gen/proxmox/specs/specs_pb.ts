@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file proxmox/specs/specs.proto.
  */
 export const file_proxmox_specs_specs: GenFile = /*@__PURE__*/
-  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyKBAwoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEhUKDWhhX3JlZ2lzdGVyZWQYDSABKAgSEwoLaXNvX3N0b3JhZ2UYZCABKAkSEwoLc2VlZF92b2x1bWUYZSABKAkSFgoOYm9vdF9hc3NldF9rZXkYaCABKAkSEwoLY3JlYXRlX3ZtaWQYaiABKAUSEwoLY3JlYXRlX25vZGUYayABKAkSEQoJc2VlZF9ub2RlGGwgASgJEhgKEHNlZWRfdXBsb2FkX3Rhc2sYbSABKAlKBAhmEGdKBAhnEGhKBAhpEGpiBnByb3RvMw");
+  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyKPAwoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEgwKBHBvb2wYDCABKAkSFQoNaGFfcmVnaXN0ZXJlZBgNIAEoCBITCgtpc29fc3RvcmFnZRhkIAEoCRITCgtzZWVkX3ZvbHVtZRhlIAEoCRIWCg5ib290X2Fzc2V0X2tleRhoIAEoCRITCgtjcmVhdGVfdm1pZBhqIAEoBRITCgtjcmVhdGVfbm9kZRhrIAEoCRIRCglzZWVkX25vZGUYbCABKAkSGAoQc2VlZF91cGxvYWRfdGFzaxhtIAEoCUoECGYQZ0oECGcQaEoECGkQamIGcHJvdG8z");
 
 /**
  * @generated from message emuspecs.MachineSpec
@@ -83,11 +83,20 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   vmid: number;
 
   /**
+   * The resource pool the VM was created in (the Go provider v0.1+: the provider data's pool, else the machine
+   * request set's ID, a pool it created with the comment "managed by omni-infra-provider-proxmox"). A teardown
+   * removes this pool once it is empty, only when its comment is that one (a pool the Go provider created).
+   *
+   * @generated from field: string pool = 12;
+   */
+  pool: string;
+
+  /**
    * The Go provider's field 13 (v0.2+): the VM was registered as a Proxmox HA resource (`vm:<vmid>`), so a teardown
    * removes that resource before the VM. Ours sets it before the HA create call is sent (write-ahead) and clears it
    * once the resource is gone; either provider reads the other's.
    *
-   * 9 and 10 were never used; later Go versions use 12 (pool) and 13 (ha_registered, above).
+   * 9 and 10 were never used.
    *
    * @generated from field: bool ha_registered = 13;
    */

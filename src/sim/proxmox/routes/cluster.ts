@@ -1,4 +1,4 @@
-// Routes below /cluster: status, nextid, resources, PCI mappings.
+// Routes below /cluster: status, nextid, resources, PCI and USB mappings.
 import { paramError, serverError } from '../errors.js';
 import type { Route } from '../routing.js';
 import type { PveSim } from '../sim.js';
@@ -38,6 +38,8 @@ export const clusterRoutes: Route[] = [
       const wanted = params['vmid'];
       if (wanted !== undefined) {
         if (st.vms.has(Number(wanted))) throw paramError({ vmid: `VM ${wanted} already exists` });
+        // A free answer reserves nothing either: the external actor may take the ID right after.
+        for (const h of sim.afterNextId.splice(0)) h(Number(wanted));
         return String(wanted);
       }
       const { lower, upper } = st.nextId;
@@ -151,6 +153,34 @@ export const clusterRoutes: Route[] = [
     },
   },
   {
+    // pve-manager API2/Cluster/Mapping/USB.pm index: the mappings the caller holds Mapping.Audit, .Use or .Modify on;
+    // `check-node` adds the checks for that node (an entry missing there is a warning).
+    method: 'GET',
+    pattern: '/cluster/mapping/usb',
+    schema: { 'check-node': { ...nodeSpec, optional: true } },
+    handler: ({ sim, params, caller }) => {
+      const checkNode = params['check-node'];
+      const out: Record<string, unknown>[] = [];
+      for (const m of sim.state.usbMappings.values()) {
+        const path = `/mapping/usb/${m.id}`;
+        if (!['Mapping.Audit', 'Mapping.Use', 'Mapping.Modify'].some((p) => sim.access.has(caller, path, p))) continue;
+        const entry: Record<string, unknown> = {
+          id: m.id,
+          map: m.map.map((e) => `node=${e.node},id=${e.id}${e.path ? `,path=${e.path}` : ''}`),
+          digest: sim.rng.hex(20),
+        };
+        if (m.description !== undefined) entry['description'] = m.description;
+        if (checkNode !== undefined) {
+          entry['checks'] = m.map.some((e) => e.node === checkNode)
+            ? []
+            : [{ severity: 'warning', message: `No mapping for node '${checkNode}'` }];
+        }
+        out.push(entry);
+      }
+      return sim.order(out);
+    },
+  },
+  {
     method: 'GET',
     pattern: '/cluster/options',
     schema: {},
@@ -188,6 +218,25 @@ export const clusterRoutes: Route[] = [
           .filter(([id]) => sim.access.has(caller, `/pool/${id}`, 'Pool.Audit'))
           .map(([id, p]) => ({ poolid: id, ...(p.comment !== undefined ? { comment: p.comment } : {}) })),
       );
+    },
+  },
+  {
+    // pve-manager API2/Pool.pm delete_pool: Pool.Allocate on /pool/<id>; only an empty pool (no VM, no storage
+    // member), else "pool '<id>' is not empty (contains VM <vmid>)"; errors carry lock_user_config's "delete pool
+    // failed: " prefix.
+    method: 'DELETE',
+    pattern: '/pools/{poolid}',
+    schema: { poolid: { type: 'string', pattern: /^[A-Za-z0-9.\-_]+$/ } },
+    handler: ({ sim, params, caller }) => {
+      const poolid = String(params['poolid']);
+      sim.access.check(caller, `/pool/${poolid}`, 'Pool.Allocate');
+      if (!sim.state.quorate) throw serverError('cluster not ready - no quorum?');
+      if (!sim.state.pools.has(poolid)) throw serverError(`delete pool failed: pool '${poolid}' does not exist`);
+      const member = [...sim.state.vms.values()].find((vm) => vm.pool === poolid);
+      if (member) throw serverError(`delete pool failed: pool '${poolid}' is not empty (contains VM ${member.vmid})`);
+      sim.state.pools.delete(poolid);
+      sim.event('pool-deleted', { poolid });
+      return null;
     },
   },
 ];

@@ -365,6 +365,21 @@ function startVm(sim: PveSim, vmid: number, node: string, checkLock: boolean): v
       }
       if (pci['pcie'] === '1' && !/q35/.test(vm.config.get('machine') ?? '')) throw new Error('q35 machine model is not enabled');
     }
+    const usbIndex = /^usb(\d+)$/.exec(k)?.[1];
+    if (usbIndex !== undefined) {
+      // qemu-server USB.pm: usb5 and up only on the qemu-xhci controller (machine >= 7.1, which every unpinned
+      // machine is here, and ostype l26 or Windows > 7); a mapping must have exactly one entry for this node.
+      const ostype = vm.config.get('ostype') ?? '';
+      if (Number(usbIndex) >= 5 && !['l26', 'win8', 'win10', 'win11'].includes(ostype)) {
+        throw new Error(`using usb${usbIndex} is only possible with machine type >= 7.1 and ostype l26 or windows > 7`);
+      }
+      const id = parsePropertyString(v, formats.usb)['mapping'];
+      if (id !== undefined) {
+        const here = sim.state.usbMappings.get(id)?.map.filter((e) => e.node === node) ?? [];
+        if (here.length === 0) throw new Error(`USB device mapping not found for '${id}'`);
+        if (here.length > 1) throw new Error('More than one USB mapping per host not supported');
+      }
+    }
   }
   for (const volid of sim.state.referencedVolids(vm, true)) {
     if (!sim.state.findVolume(volid, node)) throw new Error(`volume '${volid}' does not exist`);
