@@ -19,6 +19,7 @@ import {
   type ProviderMetrics,
 } from './ops/index.js';
 import { PveClient } from './proxmox/client.js';
+import { omniAddressBook } from './provision/addresses.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
 
 export function packageVersion(): string {
@@ -71,6 +72,8 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     log: log.child({ component: 'steps' }),
     hostname: cfg.provider.hostname,
     taskWait: { onFinished: recordPveTasks(metrics) },
+    // Static addresses: what every request holds is read from the private states in Omni.
+    addressBook: omniAddressBook(omni.state, cfg.provider.id),
   });
 
   let provider: RunningProvider;

@@ -563,7 +563,7 @@ export class ProvisionController {
         return workDone;
       }
       await this.writeStatus(id, (spec) => {
-        spec.status = statusText;
+        spec.status = this.withNote(statusText, working);
         spec.error = result.kind === 'retry' && result.message ? result.message : '';
         spec.stage = MachineRequestStatusSpec_Stage.PROVISIONING;
         // Like the Go provider's SetMachineUUID in syncVM: the machine ID is announced once the VM exists.
@@ -577,7 +577,7 @@ export class ProvisionController {
     const current = await this.state.get(MachineRequestKind, id);
     await this.writeStatus(id, (spec, labels) => {
       spec.stage = MachineRequestStatusSpec_Stage.PROVISIONED;
-      spec.status = PROVISION_COMPLETE_STATUS;
+      spec.status = this.withNote(PROVISION_COMPLETE_STATUS, machine);
       spec.error = '';
       for (const k of Object.keys(labels)) delete labels[k];
       Object.assign(labels, current.metadata.labels);
@@ -585,6 +585,17 @@ export class ProvisionController {
     this.phases.set(id, 'provisioned');
     log.info({ node: machine.node || undefined, vmid: machine.vmid || undefined }, 'machine provision finished');
     return workDone;
+  }
+
+  /** The status text with the provisioner's note (the static addresses), when it has one. */
+  private withNote(text: string, machine: MachineState): string {
+    let note = '';
+    try {
+      note = this.provisioner.statusNote?.(machine) ?? '';
+    } catch {
+      note = '';
+    }
+    return note === '' ? text : `${text} (${note})`;
   }
 
   // --- teardown ------------------------------------------------------------------------------------------------

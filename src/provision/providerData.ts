@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { compileSelector, SelectorError } from '../cel/index.js';
 import { VM_CPU_FLAGS, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringError } from '../proxmox/propertyString.js';
+import { ADDRESS_POOL_NOUNS, addressPoolSchema, checkAddressPools, type AddressPool } from './addresses.js';
 import { ProviderDataError } from './errors.js';
 import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
 
@@ -38,6 +39,8 @@ export interface AdditionalNic {
   vlan: number;
   firewall: boolean;
   model: (typeof NIC_MODELS)[number];
+  /** Static address from a pool instead of DHCP (addresses.ts). */
+  address_pool?: AddressPool;
 }
 
 export interface PciDevice {
@@ -89,6 +92,8 @@ export interface ProviderData {
   additional_disks: AdditionalDisk[];
   additional_nics: AdditionalNic[];
   pci_devices: PciDevice[];
+  /** net0's static address pool; unset = DHCP (addresses.ts). */
+  address_pool?: AddressPool;
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -184,6 +189,7 @@ export const providerDataSchema = {
     },
     vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag of the first NIC; 0 = none.' },
     network_firewall: { type: 'boolean', default: true, description: 'Proxmox firewall on the first NIC.' },
+    address_pool: addressPoolSchema,
     ...diskFlags,
     cpu_type: {
       type: 'string',
@@ -258,6 +264,7 @@ export const providerDataSchema = {
           vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag; 0 = none.' },
           firewall: { type: 'boolean', default: false, description: 'Proxmox firewall on this NIC.' },
           model: { type: 'string', enum: [...NIC_MODELS], default: 'virtio', description: 'NIC model.' },
+          address_pool: addressPoolSchema,
         },
       },
     },
@@ -312,6 +319,7 @@ const FIELD_NOUN: Record<string, string> = {
   mdev: 'mediated device type',
   description: 'description (control characters other than tab and newline are not allowed)',
   storage_selector: 'storage selector (control characters other than tab and newline are not allowed)',
+  ...ADDRESS_POOL_NOUNS,
 };
 
 const TOP_KEYS = Object.keys(providerDataSchema.properties);
@@ -575,6 +583,7 @@ export function validateProviderData(input: unknown): ProviderData {
   checkPveFormats(data);
   checkCombinations(data);
   checkSelectors(data);
+  checkAddressPools(data);
   return data;
 }
 

@@ -20,6 +20,7 @@ import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
+import { AddressAllocator, describeAddresses, nicNetworks, renderNetworkConfig, staticNics, type AddressBook } from './addresses.js';
 import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
@@ -64,6 +65,11 @@ export interface ProxmoxProvisionerOptions {
    * effect; in a teardown, this request's own create (and seed upload) task before it is stopped.
    */
   pendingCreateWaitMs?: number;
+  /**
+   * Where the addresses every request holds are read from (the private states in Omni: omniAddressBook). Needed
+   * only by requests with an `address_pool`; without it such a request fails.
+   */
+  addressBook?: AddressBook;
 }
 
 /** A VMID this request recorded (the confirmed VM, or the write-ahead intent of a create) and where to look for it. */
@@ -167,6 +173,8 @@ export function toStepFailure(step: StepName, err: unknown): StepFailure {
 export class ProxmoxProvisioner implements Provisioner {
   readonly steps: readonly Step[];
   readonly ledger: InFlightLedger;
+  /** Static addresses: one allocation at a time in this process, recorded in the private state. */
+  readonly addresses: AddressAllocator;
   readonly #pve: PveClient;
   readonly #images: ImageService;
   readonly #log: Logger;
@@ -188,6 +196,7 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#images = opts.images;
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
+    this.addresses = new AddressAllocator(opts.addressBook);
     this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
     this.#clock = opts.taskWait?.clock ?? {
       now: () => Date.now(),
@@ -234,6 +243,8 @@ export class ProxmoxProvisioner implements Provisioner {
     if (state.vmid || state.createVmid) return done;
     // Before anything is downloaded or created: refuse (permanently, naming the field) what Proxmox would refuse.
     const checked = await validateRequest(this.#pve, request, ctx.log);
+    // Static addresses are taken now (before anything is written to Proxmox) and recorded before the VM create.
+    await this.#ensureAddresses(ctx);
     const snapshots = await nodeSnapshots(this.#pve, {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
@@ -256,6 +267,19 @@ export class ProxmoxProvisioner implements Provisioner {
     this.ledger.reserve(request.id, request.machineRequestSetId, state.node, want.memoryBytes);
     ctx.log.info({ node: state.node, candidates: placement.candidates }, 'node picked');
     return done;
+  }
+
+  /**
+   * One address per NIC with an `address_pool`, written to the private state (checkpoint) before it is used; kept
+   * when already recorded. A pool without a free address fails the step with a message naming the field.
+   */
+  async #ensureAddresses(ctx: StepContext): Promise<void> {
+    const nics = staticNics(ctx.request.providerData);
+    if (nics.length === 0 && ctx.state.nicAddresses.length === 0) return;
+    const before = describeAddresses(ctx.state.nicAddresses);
+    const got = await this.addresses.ensure(ctx.request.id, nics, ctx.state, () => ctx.checkpoint());
+    const now = describeAddresses(got);
+    if (now !== before) ctx.log.info({ addresses: got.map((a) => ({ nic: `net${a.nic}`, address: a.address, mac: a.mac })) }, `static addresses allocated: ${now}`);
   }
 
   async createSchematic(ctx: StepContext): Promise<StepResult> {
@@ -421,6 +445,8 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     this.#pendingSince.delete(request.id);
 
+    // Write-ahead: the addresses (and the MACs the create sets) are in the private state before the create call.
+    await this.#ensureAddresses(ctx);
     const isoVolid = await this.#bootIsoVolid(ctx);
     const storages = await storageFacts(this.#pve, state.node);
     const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log), isoVolid);
@@ -449,6 +475,7 @@ export class ProxmoxProvisioner implements Provisioner {
           smbiosUuid: state.uuid,
           isoVolid,
           diskStorages,
+          nicMacs: Object.fromEntries(state.nicAddresses.map((a) => [a.nic, a.mac])),
         });
         // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
         // rejects here, and nothing is sent.
@@ -679,10 +706,12 @@ export class ProxmoxProvisioner implements Provisioner {
 
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
     const hostnameMode = request.providerData.hostname === 'request-id' ? 'request-id' : (this.#opts.hostname ?? 'none');
+    const networkConfig = await this.#networkConfig(ctx);
     const seed = buildNoCloudSeed({
       userData: ctx.joinConfig,
       instanceId: state.uuid || request.id,
       ...(hostnameMode === 'request-id' ? { hostname: request.id } : {}),
+      ...(networkConfig !== undefined ? { networkConfig } : {}),
     });
     // Record before writing: the seed volume and its node before the upload, with field 109 saying that an upload is
     // on its way (until Proxmox answers, a teardown cannot tell whether one runs), then the upload's UPID once answered.
@@ -751,6 +780,35 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     ctx.log.info({ vmid: state.vmid, node: state.node }, 'VM started');
     return done;
+  }
+
+  /**
+   * The seed's network-config for a request with static addresses (undefined: the default, DHCP everywhere). Each
+   * NIC is matched by the MAC its netN has in the VM's config: the one this provider set at create, or, for a VM
+   * created before the request had addresses, the one Proxmox chose.
+   */
+  async #networkConfig(ctx: StepContext): Promise<string | undefined> {
+    const nics = staticNics(ctx.request.providerData);
+    if (nics.length === 0) return undefined;
+    await this.#ensureAddresses(ctx);
+    const config = await this.#pve.vmConfig(ctx.state.node, ctx.state.vmid);
+    const macOf = (nic: number): string | undefined => {
+      const value = config[`net${nic}`];
+      if (typeof value !== 'string') return undefined;
+      try {
+        return parsePropertyString(value, formats.net).macaddr;
+      } catch {
+        return undefined;
+      }
+    };
+    const networks = nicNetworks(nics, ctx.state.nicAddresses, macOf);
+    ctx.log.info({ addresses: describeAddresses(ctx.state.nicAddresses) }, 'seed network-config with static addresses');
+    return renderNetworkConfig(networks);
+  }
+
+  /** What the machine request status shows besides the step: the static addresses, once allocated. */
+  statusNote(state: MachineState): string {
+    return describeAddresses(state.nicAddresses);
   }
 
   /**
@@ -824,6 +882,9 @@ export class ProxmoxProvisioner implements Provisioner {
     if (seedFailures.length > 0) {
       throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
     }
+    // The VM is gone: its addresses are free once the private state is destroyed (until then the listing holds them).
+    this.addresses.release(requestId);
+    if (state.nicAddresses.length > 0) log.info({ addresses: describeAddresses(state.nicAddresses) }, 'static addresses released with the VM');
   }
 
   /** Waits out the pending-create bound (counted from when this process first saw it) for an upload of unknown task. */

@@ -105,4 +105,6 @@ export interface Provisioner {
   deprovision(ctx: DeprovisionContext): Promise<void>;
   /** Throws with an operator-readable message when the infrastructure cannot be used (shown in Omni's UI). */
   healthCheck(): Promise<void>;
+  /** A short note the machine request status shows after the step text (the static addresses); '' for none. */
+  statusNote?(state: MachineState): string;
 }
