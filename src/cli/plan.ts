@@ -1,6 +1,7 @@
 // `plan`: what the provider would create for some provider data, using read-only Proxmox calls only.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { nicNetworks, previewAddresses, renderNetworkConfig, staticNics } from '../provision/addresses.js';
 import { nodeSnapshots, storageFacts } from '../provision/cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from '../provision/errors.js';
 import { rankIsoStorages } from '../provision/isoStore.js';
@@ -85,6 +86,17 @@ export default async function plan(argv: string[]): Promise<number> {
       ? `${isoCacheKey('factory.talos.dev', schematic, talosVersion, 'amd64')}.iso`
       : 'talos-nocloud-amd64.iso';
     const vmid = await target.pve.nextId();
+    // Static addresses: the first of each pool (plan does not read Omni, where the daemon sees which are taken).
+    const nics = staticNics(data);
+    const addresses = previewAddresses(requestId, nics);
+    const network: { dhcp: true } | { addresses: Array<{ nic: string; address: string; mac: string }>; note: string; networkConfig: string } =
+      nics.length === 0
+        ? { dhcp: true }
+        : {
+            addresses: addresses.map((a) => ({ nic: `net${a.nic}`, address: a.address, mac: a.mac })),
+            note: 'the first address of each pool; the daemon skips addresses other requests hold',
+            networkConfig: renderNetworkConfig(nicNetworks(nics, addresses)),
+          };
     let params;
     try {
       params = planVm(data, {
@@ -94,18 +106,26 @@ export default async function plan(argv: string[]): Promise<number> {
         smbiosUuid: randomUUID(),
         isoVolid: `${isoStorage}:iso/${isoName}`,
         diskStorages: { primary, additional },
+        nicMacs: Object.fromEntries(addresses.map((a) => [a.nic, a.mac])),
       });
     } catch (err) {
       if (err instanceof VmPlanError) throw new PlanError(err.message);
       throw err;
     }
-    const result = { node, storages, isoStorage, params };
+    const result = { node, storages, isoStorage, params, network };
     if (flags.has('json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     } else {
       process.stdout.write(`node: ${node}\ndisk storage: ${primary}${additional.length ? ` (+ ${additional.join(', ')})` : ''}\n`);
       process.stdout.write(`ISO storage: ${isoStorage}\ncreate parameters:\n`);
       for (const [k, v] of Object.entries(params)) process.stdout.write(`  ${k}: ${v}\n`);
+      if (!('dhcp' in network)) {
+        process.stdout.write(`static addresses (${network.note}):\n`);
+        for (const a of network.addresses) process.stdout.write(`  ${a.nic}: ${a.address} (MAC ${a.mac})\n`);
+        process.stdout.write(`NoCloud network-config:\n${network.networkConfig.trimEnd().replace(/^/gm, '  ')}\n`);
+      } else {
+        process.stdout.write('network: DHCP on every NIC (no address_pool)\n');
+      }
     }
     return 0;
   } finally {

@@ -440,6 +440,18 @@ export class AddressAllocator {
   }
 }
 
+/**
+ * What a request would get if no other request held an address (`plan`, which does not read Omni): the first
+ * address of each pool and the MAC the provider would set.
+ */
+export function previewAddresses(requestId: string, nics: readonly StaticNic[]): NicAddress[] {
+  return nics.map((n) => {
+    const parsed = parsePool(n.field, n.pool);
+    const ip = firstFree(parsed, new Set())!;
+    return create(NicAddressSchema, { nic: n.nic, address: `${formatIp(ip)}/${parsed.cidr.bits}`, mac: nicMac(requestId, n.nic) });
+  });
+}
+
 /** One static NIC as the network-config describes it. */
 export interface NicNetwork {
   nic: number;
