@@ -1,5 +1,6 @@
 // Static addresses: IP parsing, pool validation, the MAC a static NIC gets, allocation (lowest free, shared across
 // pools, kept on retry, serialised under concurrency, exhaustion) and the network-config Talos reads.
+import { readFileSync } from 'node:fs';
 import { create } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -348,5 +349,30 @@ describe('renderNetworkConfig', () => {
   it('the checker itself catches what Talos would reject', () => {
     expect(talosReadsV2('version: "2"\nethernets:\n  eth0:\n    match: {macaddress: "AA:BB:CC:DD:EE:FF"}\n    addresses: 10.0.0.1\n    routes: [{to: default}]\n'))
       .toHaveLength(5);
+  });
+});
+
+describe('the documented examples', () => {
+  const doc = (name: string) => readFileSync(new URL(`../../docs/${name}`, import.meta.url), 'utf8');
+  const firstYamlAfter = (text: string, heading: string): string => {
+    const at = text.indexOf(heading);
+    const m = /```yaml\n([\s\S]*?)```/.exec(text.slice(at));
+    if (at < 0 || !m?.[1]) throw new Error(`no yaml block after ${heading}`);
+    return m[1];
+  };
+
+  it('docs/provider-data.md: the no-DHCP example is valid provider data with two static NICs', () => {
+    const d = parseProviderData(firstYamlAfter(doc('provider-data.md'), '## Static addresses'));
+    expect(staticNics(d).map((n) => n.nic)).toEqual([0, 1]);
+    expect(d.address_pool?.dns_servers).toEqual(['1.1.1.1', '1.0.0.1']);
+  });
+
+  it('docs/nocloud.md: the network-config example is what we render for it, and what Talos reads', () => {
+    const text = firstYamlAfter(doc('nocloud.md'), '## Static addresses');
+    expect(talosReadsV2(text)).toEqual([]);
+    const d = parseProviderData(firstYamlAfter(doc('provider-data.md'), '## Static addresses'));
+    const [n0] = staticNics(d);
+    const rendered = renderNetworkConfig(nicNetworks([n0!], [create(NicAddressSchema, { nic: 0, address: '10.20.0.100/24', mac: '7a:eb:f9:f0:b8:7e' })]));
+    expect(parseYaml(rendered)).toEqual(parseYaml(text));
   });
 });
