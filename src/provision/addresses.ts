@@ -505,6 +505,26 @@ export function renderNetworkConfig(nics: readonly NicNetwork[]): string {
   return stringifyYaml({ version: 2, ethernets }, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 });
 }
 
+/** The first Talos version that reads `machine.network.searchDomains` (v1alpha1 machine config, 60e4561b4). */
+export const SEARCH_DOMAINS_MIN_TALOS = [1, 9] as const;
+
+/**
+ * Talos never applies search domains from network-config: they reach the machine as a machine-config patch
+ * (`machine.network.searchDomains`, Talos ≥ 1.9). Returns the patch for the request's search domains (every pool's,
+ * in order, once each), undefined when there are none, or `tooOld` when the Talos version cannot take it.
+ */
+export function searchDomainsPatch(nics: readonly StaticNic[], talosVersion: string): { name: string; data: string } | 'tooOld' | undefined {
+  const domains = [...new Set(nics.flatMap((n) => n.pool.search_domains.map((d) => d.replace(/\.$/, ''))))];
+  if (domains.length === 0) return undefined;
+  const m = /^v?(\d+)\.(\d+)/.exec(talosVersion);
+  const [major, minor] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+  if (major < SEARCH_DOMAINS_MIN_TALOS[0] || (major === SEARCH_DOMAINS_MIN_TALOS[0] && minor < SEARCH_DOMAINS_MIN_TALOS[1])) return 'tooOld';
+  return {
+    name: 'search-domains',
+    data: stringifyYaml({ machine: { network: { searchDomains: domains } } }, { lineWidth: 0 }),
+  };
+}
+
 /** `net0 10.0.0.11/24, net1 192.168.5.20/24`: the request's static addresses, for status and logs. */
 export function describeAddresses(addresses: readonly NicAddress[]): string {
   return addresses.map((a) => `net${a.nic} ${a.address}`).join(', ');

@@ -513,8 +513,20 @@ export class ProvisionController {
           { owner: this.name, createIfMissing: false },
         );
       };
+      const createConfigPatch = async (name: string, data: string): Promise<void> => {
+        await this.state.modify(
+          ConfigPatchRequestKind,
+          name,
+          (res) => {
+            res.metadata.labels[LABEL_INFRA_PROVIDER_ID] = this.providerId;
+            res.metadata.labels[LABEL_MACHINE_REQUEST] = id;
+            res.spec.data = data;
+          },
+          { owner: this.name },
+        );
+      };
       try {
-        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal: stepSignal, checkpoint });
+        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal: stepSignal, checkpoint, createConfigPatch });
       } catch (err) {
         if (signal.aborted) throw err;
         if (teardownSignal.aborted) {

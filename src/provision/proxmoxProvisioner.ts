@@ -20,7 +20,7 @@ import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
-import { AddressAllocator, describeAddresses, nicNetworks, renderNetworkConfig, staticNics, type AddressBook } from './addresses.js';
+import { AddressAllocator, describeAddresses, nicNetworks, renderNetworkConfig, searchDomainsPatch, staticNics, type AddressBook } from './addresses.js';
 import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
@@ -707,6 +707,7 @@ export class ProxmoxProvisioner implements Provisioner {
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
     const hostnameMode = request.providerData.hostname === 'request-id' ? 'request-id' : (this.#opts.hostname ?? 'none');
     const networkConfig = await this.#networkConfig(ctx);
+    await this.#searchDomains(ctx);
     const seed = buildNoCloudSeed({
       userData: ctx.joinConfig,
       instanceId: state.uuid || request.id,
@@ -804,6 +805,19 @@ export class ProxmoxProvisioner implements Provisioner {
     const networks = nicNetworks(nics, ctx.state.nicAddresses, macOf);
     ctx.log.info({ addresses: describeAddresses(ctx.state.nicAddresses) }, 'seed network-config with static addresses');
     return renderNetworkConfig(networks);
+  }
+
+  /** The pools' search domains as a machine-config patch (Talos ignores them in network-config). */
+  async #searchDomains(ctx: StepContext): Promise<void> {
+    const patch = searchDomainsPatch(staticNics(ctx.request.providerData), ctx.request.talosVersion);
+    if (patch === undefined) return;
+    if (patch === 'tooOld') {
+      ctx.log.warn({ talosVersion: ctx.request.talosVersion }, 'search_domains need Talos 1.9 or later (machine.network.searchDomains); not applied');
+      return;
+    }
+    if (!ctx.createConfigPatch) return;
+    // One patch per request: its ID is the request's, so two requests never share one.
+    await ctx.createConfigPatch(`${ctx.request.id}-${patch.name}`, patch.data);
   }
 
   /** What the machine request status shows besides the step: the static addresses, once allocated. */

@@ -57,6 +57,12 @@ export interface StepContext {
    * Rejects when the write failed; a step must then not make the Proxmox write it was about to record.
    */
   checkpoint(): Promise<void>;
+  /**
+   * Asks Omni to apply a machine-config patch to this request's machine (a ConfigPatchRequest `name`, labelled with
+   * the provider and the request, removed at teardown). Resolves once Omni stored it; unchanged data writes nothing.
+   * Absent where no Omni is attached (tests of the steps alone).
+   */
+  createConfigPatch?(name: string, data: string): Promise<void>;
 }
 
 export type StepResult =

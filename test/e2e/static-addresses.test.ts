@@ -4,7 +4,10 @@
 // address for the next request (also across classes whose pools overlap).
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { fromBinary } from '@bufbuild/protobuf';
 import { readJolietRoot } from '../../src/demo/machine.js';
+import { ConfigPatchSpecSchema } from '../../src/gen/omni/specs/omni_pb.js';
+import { NS, TYPES } from '../../src/sim/omni/resources.js';
 import { parsePropertyString, formats } from '../../src/proxmox/propertyString.js';
 import {
   deleteRequest,
@@ -94,8 +97,15 @@ describe.concurrent('static addresses (child process)', () => {
           },
         });
       }
+      // Talos ignores search domains in network-config: they come as a machine-config patch requested from Omni.
+      for (const id of ids) {
+        const patch = omni.store.find(NS.infraProvider, TYPES.configPatchRequest, `${id}-search-domains`);
+        expect(patch?.metadata.labels).toMatchObject({ 'omni.sidero.dev/infra-provider-id': 'proxmox', 'omni.sidero.dev/machine-request': id });
+        expect(parseYaml(fromBinary(ConfigPatchSpecSchema, patch!.spec.protoSpec).data)).toEqual({ machine: { network: { searchDomains: ['lan.example'] } } });
+      }
       for (const id of ids) await deleteRequest(world, id);
       expect(leftovers(world)).toEqual(NOTHING_LEFT);
+      expect(omni.store.list(NS.infraProvider, TYPES.configPatchRequest)).toEqual([]);
     });
   });
 

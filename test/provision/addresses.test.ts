@@ -12,6 +12,7 @@ import {
   nicNetworks,
   PoolExhaustedError,
   renderNetworkConfig,
+  searchDomainsPatch,
   staticNics,
   type AddressBook,
   type AddressPool,
@@ -374,5 +375,26 @@ describe('the documented examples', () => {
     const [n0] = staticNics(d);
     const rendered = renderNetworkConfig(nicNetworks([n0!], [create(NicAddressSchema, { nic: 0, address: '10.20.0.100/24', mac: '7a:eb:f9:f0:b8:7e' })]));
     expect(parseYaml(rendered)).toEqual(parseYaml(text));
+  });
+});
+
+describe('searchDomainsPatch', () => {
+  const nics = staticNics({
+    address_pool: pool({ cidr: '10.0.0.0/24', range: '10.0.0.10-10.0.0.12', search_domains: ['lan.example', 'corp.example.'] }),
+    additional_nics: [{ address_pool: pool({ cidr: '10.1.0.0/24', range: '10.1.0.10-10.1.0.12', search_domains: ['lan.example'] }) }],
+  });
+
+  it('is a machine.network.searchDomains patch, each domain once, for Talos 1.9 and later', () => {
+    for (const v of ['v1.9.0', '1.11.5', 'v1.14.0-beta.1', 'v2.0.0']) {
+      const patch = searchDomainsPatch(nics, v);
+      expect(patch, v).not.toBe('tooOld');
+      expect(parseYaml((patch as { data: string }).data)).toEqual({ machine: { network: { searchDomains: ['lan.example', 'corp.example'] } } });
+    }
+  });
+
+  it('is refused for Talos before 1.9 (the key is unknown there) and absent without search domains', () => {
+    expect(searchDomainsPatch(nics, 'v1.8.4')).toBe('tooOld');
+    expect(searchDomainsPatch(nics, 'garbage')).toBe('tooOld');
+    expect(searchDomainsPatch(net0(pool({ cidr: '10.0.0.0/24', range: '10.0.0.10-10.0.0.12' })), 'v1.11.5')).toBeUndefined();
   });
 });
