@@ -326,6 +326,23 @@ export function omniAddressBook(state: CosiState, providerId: string): AddressBo
   };
 }
 
+/**
+ * Addresses a VM's config gives its NICs through Proxmox cloud-init (`ipconfigN: ip=<addr>/<bits>`, `ip6=...`): held
+ * by that VM even though no private state lists it. `dhcp`, `auto` and `manual` hold nothing.
+ */
+export function vmConfigAddresses(config: Readonly<Record<string, unknown>>): Array<{ address: string; key: string }> {
+  const out: Array<{ address: string; key: string }> = [];
+  for (const [key, value] of Object.entries(config)) {
+    if (!/^ipconfig\d+$/.test(key) || typeof value !== 'string') continue;
+    for (const part of value.split(',')) {
+      const m = /^(ip|ip6)=(.+)$/.exec(part.trim());
+      const prefix = m?.[2] ? parsePrefix(m[2]) : undefined;
+      if (prefix) out.push({ address: formatIp(prefix.ip), key });
+    }
+  }
+  return out;
+}
+
 /** The pool has no address left. Not transient: the request is FAILED and retried later (an address may free up). */
 export class PoolExhaustedError extends ProviderDataError {}
 
@@ -366,14 +383,31 @@ export class AddressAllocator {
     nics: readonly StaticNic[],
     state: MachineState,
     persist: () => Promise<void>,
+    external?: ReadonlyMap<string, string>,
   ): Promise<NicAddress[]> {
     if (nics.length === 0 && state.nicAddresses.length === 0) return [];
-    const run = this.#chain.then(() => this.#allocate(requestId, nics, state, persist));
+    const run = this.#chain.then(() => this.#allocate(requestId, nics, state, persist, external));
     this.#chain = run.catch(() => undefined);
     return run;
   }
 
-  async #allocate(requestId: string, nics: readonly StaticNic[], state: MachineState, persist: () => Promise<void>): Promise<NicAddress[]> {
+  /** Whether `ensure` would have to choose an address (a NIC without a valid recorded one, or a stale record). */
+  needsAllocation(nics: readonly StaticNic[], state: MachineState): boolean {
+    if (nics.length !== state.nicAddresses.length) return true;
+    return nics.some((n) => {
+      const mine = state.nicAddresses.find((a) => a.nic === n.nic);
+      const ip = mine ? parseIp(mine.address.replace(/\/\d+$/, '')) : undefined;
+      return !ip || !inPool(parsePool(n.field, n.pool), ip);
+    });
+  }
+
+  async #allocate(
+    requestId: string,
+    nics: readonly StaticNic[],
+    state: MachineState,
+    persist: () => Promise<void>,
+    external: ReadonlyMap<string, string> | undefined,
+  ): Promise<NicAddress[]> {
     const kept: NicAddress[] = [];
     const missing: Array<StaticNic & { parsed: ParsedPool }> = [];
     for (const n of nics) {
@@ -400,6 +434,7 @@ export class AddressAllocator {
       if (id === requestId) continue;
       for (const a of addresses) if (!holders.has(a)) holders.set(a, id);
     }
+    for (const [a, who] of external ?? []) if (!holders.has(a)) holders.set(a, who);
     const used = new Set(holders.keys());
     for (const k of kept) used.add(canonicalIp(k.address.replace(/\/\d+$/, '')));
     const result = [...kept];

@@ -20,7 +20,16 @@ import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
-import { AddressAllocator, describeAddresses, nicNetworks, renderNetworkConfig, searchDomainsPatch, staticNics, type AddressBook } from './addresses.js';
+import {
+  AddressAllocator,
+  describeAddresses,
+  nicNetworks,
+  renderNetworkConfig,
+  searchDomainsPatch,
+  staticNics,
+  vmConfigAddresses,
+  type AddressBook,
+} from './addresses.js';
 import { findRequestVm, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
 import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
@@ -277,9 +286,39 @@ export class ProxmoxProvisioner implements Provisioner {
     const nics = staticNics(ctx.request.providerData);
     if (nics.length === 0 && ctx.state.nicAddresses.length === 0) return;
     const before = describeAddresses(ctx.state.nicAddresses);
-    const got = await this.addresses.ensure(ctx.request.id, nics, ctx.state, () => ctx.checkpoint());
+    // Addresses of VMs this provider did not create, where their config tells (read outside the allocation lock).
+    const external = this.addresses.needsAllocation(nics, ctx.state) ? await this.#foreignAddresses(ctx.log) : undefined;
+    const got = await this.addresses.ensure(ctx.request.id, nics, ctx.state, () => ctx.checkpoint(), external);
     const now = describeAddresses(got);
     if (now !== before) ctx.log.info({ addresses: got.map((a) => ({ nic: `net${a.nic}`, address: a.address, mac: a.mac })) }, `static addresses allocated: ${now}`);
+  }
+
+  /**
+   * Addresses other VMs of the cluster hold by their own config (cloud-init `ipconfigN`), as `address → holder`. A VM
+   * whose config cannot be read (no VM.Audit, node down) is skipped: what cannot be known is not guarded.
+   */
+  async #foreignAddresses(log: Logger): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    let vms;
+    try {
+      vms = (await this.#pve.clusterResources('vm')).filter((r) => r.type === 'qemu' && r.vmid !== undefined && r.node && !r.template);
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not list VMs to skip addresses they hold; allocating from private states only');
+      return out;
+    }
+    for (const vm of vms) {
+      let config;
+      try {
+        config = await readConfig(this.#pve, vm.node!, vm.vmid!);
+      } catch {
+        continue;
+      }
+      if (!config) continue;
+      for (const { address, key } of vmConfigAddresses(config)) {
+        if (!out.has(address)) out.set(address, `VM ${vm.vmid}${vm.name ? ` (${vm.name})` : ''} ${key}`);
+      }
+    }
+    return out;
   }
 
   async createSchematic(ctx: StepContext): Promise<StepResult> {

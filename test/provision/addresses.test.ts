@@ -14,6 +14,7 @@ import {
   renderNetworkConfig,
   searchDomainsPatch,
   staticNics,
+  vmConfigAddresses,
   type AddressBook,
   type AddressPool,
 } from '../../src/provision/addresses.js';
@@ -396,5 +397,35 @@ describe('searchDomainsPatch', () => {
     expect(searchDomainsPatch(nics, 'v1.8.4')).toBe('tooOld');
     expect(searchDomainsPatch(nics, 'garbage')).toBe('tooOld');
     expect(searchDomainsPatch(net0(pool({ cidr: '10.0.0.0/24', range: '10.0.0.10-10.0.0.12' })), 'v1.11.5')).toBeUndefined();
+  });
+});
+
+describe('vmConfigAddresses', () => {
+  it('reads the static cloud-init addresses of a VM config, nothing else', () => {
+    expect(
+      vmConfigAddresses({
+        ipconfig0: 'ip=10.0.0.5/24,gw=10.0.0.1',
+        ipconfig1: 'ip=dhcp,ip6=2001:DB8::5/64',
+        ipconfig2: 'ip6=auto',
+        net0: 'virtio=BC:24:11:00:00:01,bridge=vmbr0',
+        description: 'ip=10.9.9.9/24',
+      }),
+    ).toEqual([
+      { address: '10.0.0.5', key: 'ipconfig0' },
+      { address: '2001:db8::5', key: 'ipconfig1' },
+    ]);
+  });
+
+  it('an external holder is never handed out and is named when the pool runs out', async () => {
+    const alloc = new AddressAllocator(new FakeOmni());
+    const nics = net0(pool({ cidr: '10.0.0.0/24', range: '10.0.0.5-10.0.0.6' }));
+    const a = emptyMachineState();
+    await alloc.ensure('a', nics, a, async () => undefined, new Map([['10.0.0.5', 'VM 150 (dns) ipconfig0']]));
+    expect(a.nicAddresses[0]?.address).toBe('10.0.0.6/24');
+    expect(alloc.needsAllocation(nics, a)).toBe(false);
+    expect(alloc.needsAllocation(nics, emptyMachineState())).toBe(true);
+    await expect(alloc.ensure('b', nics, emptyMachineState(), async () => undefined, new Map([['10.0.0.5', 'VM 150 (dns) ipconfig0']]))).rejects.toThrow(
+      '(2 in use by a, VM 150 (dns) ipconfig0)',
+    );
   });
 });

@@ -7,7 +7,7 @@ import { heldAddresses, type AddressBook } from '../../src/provision/addresses.j
 import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
 import { formats, parsePropertyString } from '../../src/proxmox/propertyString.js';
 import { writeCalls } from '../../src/sim/proxmox/index.js';
-import { basicData, request, runSteps, startPveHarness } from '../helpers/pveHarness.js';
+import { basicData, request, runSteps, startPveHarness, testFixture } from '../helpers/pveHarness.js';
 
 /** The private states as Omni would hold them: what each request last checkpointed. */
 function fakeOmni(): { book: AddressBook; stored: Map<string, MachineState>; persist: (id: string) => (s: MachineState) => void } {
@@ -84,6 +84,25 @@ describe('static addresses against the simulator', () => {
         'pickNode: provider data: address_pool: pool 10.0.0.10-10.0.0.11 has no free address (2 in use by st-1, st-2)',
       );
       expect(writeCalls(h.sim)).toHaveLength(writes);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('skips addresses other VMs hold by their own config (cloud-init ipconfigN), and names them when the pool runs out', async () => {
+    const omni = fakeOmni();
+    const vms = [
+      ...(testFixture().vms ?? []),
+      { vmid: 150, node: 'pve2', name: 'legacy-dns', config: { ipconfig0: 'ip=10.0.0.10/24,gw=10.0.0.1', ipconfig1: 'ip=dhcp,ip6=auto' } },
+    ];
+    const h = await startPveHarness({ fixture: { vms }, provisioner: { addressBook: omni.book } });
+    try {
+      const data = `${basicData}address_pool:\n  cidr: 10.0.0.0/24\n  range: 10.0.0.10-10.0.0.11\n`;
+      const first = await runSteps(h.provisioner, request('ext-1', data), emptyMachineState(), { checkpoint: omni.persist('ext-1') });
+      expect(heldAddresses(first)).toEqual(['10.0.0.11']);
+      await expect(runSteps(h.provisioner, request('ext-2', data), emptyMachineState(), { checkpoint: omni.persist('ext-2') })).rejects.toThrow(
+        'pickNode: provider data: address_pool: pool 10.0.0.10-10.0.0.11 has no free address (2 in use by ext-1, VM 150 (legacy-dns) ipconfig0)',
+      );
     } finally {
       await h.close();
     }
