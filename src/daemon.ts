@@ -21,6 +21,7 @@ import {
 import { Housekeeper } from './ops/housekeeping.js';
 import { createHousekeepingMetrics } from './ops/providerMetrics.js';
 import { PveClient } from './proxmox/client.js';
+import { omniAddressBook } from './provision/addresses.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
 
 export function packageVersion(): string {
@@ -75,6 +76,8 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     log: log.child({ component: 'steps' }),
     hostname: cfg.provider.hostname,
     taskWait: { onFinished: recordPveTasks(metrics) },
+    // Static addresses: what every request holds is read from the private states in Omni.
+    addressBook: omniAddressBook(omni.state, cfg.provider.id),
   });
 
   let provider: RunningProvider;

@@ -1,6 +1,7 @@
 // `plan`: what the provider would create for some provider data, using read-only Proxmox calls only.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { nicNetworks, previewAddresses, renderNetworkConfig, staticNics } from '../provision/addresses.js';
 import { nodeSnapshots, storageFacts } from '../provision/cluster.js';
 import { PlacementError, ProviderDataError, VmPlanError } from '../provision/errors.js';
 import { rankIsoStorages } from '../provision/isoStore.js';
@@ -97,6 +98,17 @@ export default async function plan(argv: string[]): Promise<number> {
       if (err instanceof ProviderDataError) throw new PlanError(err.message);
       throw err;
     }
+    // Static addresses: the first of each pool (plan does not read Omni, where the daemon sees which are taken).
+    const nics = staticNics(data);
+    const addresses = previewAddresses(requestId, nics);
+    const network: { dhcp: true } | { addresses: Array<{ nic: string; address: string; mac: string }>; note: string; networkConfig: string } =
+      nics.length === 0
+        ? { dhcp: true }
+        : {
+            addresses: addresses.map((a) => ({ nic: `net${a.nic}`, address: a.address, mac: a.mac })),
+            note: 'the first address of each pool; the daemon skips addresses other requests hold',
+            networkConfig: renderNetworkConfig(nicNetworks(nics, addresses)),
+          };
     let params;
     try {
       params = planVm(data, {
@@ -107,6 +119,7 @@ export default async function plan(argv: string[]): Promise<number> {
         isoVolid: `${isoStorage}:iso/${isoName}`,
         diskStorages: { primary, additional },
         pool: await poolForNewVm(target.pve, data, setId),
+        nicMacs: Object.fromEntries(addresses.map((a) => [a.nic, a.mac])),
       });
     } catch (err) {
       if (err instanceof VmPlanError) throw new PlanError(err.message);
@@ -115,7 +128,7 @@ export default async function plan(argv: string[]): Promise<number> {
     // The HA calls registerHA and syncHARules would make after the VM started (PVE 9 rules or PVE 8 groups).
     const haApi = data.ha ? await haApiOf(target.pve) : undefined;
     const ha = haApi ? { api: haApi, calls: haPlan(data, setId, haApi, vmid) } : undefined;
-    const result = { node, storages, isoStorage, params, ...(ha ? { ha } : {}) };
+    const result = { node, storages, isoStorage, params, network, ...(ha ? { ha } : {}) };
     if (flags.has('json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     } else {
@@ -128,6 +141,13 @@ export default async function plan(argv: string[]): Promise<number> {
           const args = Object.entries(c.params).map(([k, v]) => `${k}=${v}`).join(' ');
           process.stdout.write(`  ${c.method} ${c.path} ${args}\n`);
         }
+      }
+      if (!('dhcp' in network)) {
+        process.stdout.write(`static addresses (${network.note}):\n`);
+        for (const a of network.addresses) process.stdout.write(`  ${a.nic}: ${a.address} (MAC ${a.mac})\n`);
+        process.stdout.write(`NoCloud network-config:\n${network.networkConfig.trimEnd().replace(/^/gm, '  ')}\n`);
+      } else {
+        process.stdout.write('network: DHCP on every NIC (no address_pool)\n');
       }
     }
     return 0;

@@ -7,6 +7,7 @@ import { MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '
 import { MachineSpecSchema } from '../gen/proxmox/specs/specs_pb.js';
 import { silentLogger, type Logger } from '../log.js';
 import { smbiosUuidOf } from '../provision/cluster.js';
+import { formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { PveSim, ScaledClock, startPveSimServer, type PveSimServer } from '../sim/proxmox/index.js';
 import { startInProcessOmni, type InProcessOmni } from '../sim/omni/index.js';
 import { NS, TYPES } from '../sim/omni/resources.js';
@@ -35,6 +36,8 @@ export interface DemoMachine {
   node: string;
   vmid: number;
   stage: string;
+  /** net0's static address, as the machine read it from its seed ('' without one). */
+  address: string;
 }
 
 const PROVIDER_ID = 'proxmox';
@@ -80,6 +83,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   };
 
   const requests = new Map<string, string>(); // request id -> set
+  const booted = new Map<string, string>(); // request id -> net0 address the machine read from its seed
   const removed = new Set<string>();
   try {
     daemon = await startDaemon(settings, opts.log);
@@ -123,9 +127,14 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       const vm = state ? sim.vm(state.vmid) : undefined;
       if (!state || !vm) throw new Error(`demo: no VM for ${id}`);
       const seedVolid = (vm.config.ide0 ?? '').split(',')[0] ?? '';
-      const machine = bootFromSeed(sim.isoFile(seedVolid, vm.node), smbiosUuidOf(vm.config) ?? '');
+      // The VM's NICs by MAC (what Talos matches network-config entries with).
+      const macOf = (nic: string) => parsePropertyString(String(vm.config[nic] ?? ''), formats.net).macaddr ?? '';
+      const nics = Object.keys(vm.config).filter((k) => /^net\d+$/.test(k));
+      const machine = bootFromSeed(sim.isoFile(seedVolid, vm.node), smbiosUuidOf(vm.config) ?? '', nics.map(macOf));
+      const net0 = machine.addresses?.[macOf('net0').toLowerCase()]?.[0] ?? '';
+      booted.set(id, net0);
       omni.controllers.machineJoins(machine.uuid, machine.token);
-      say(`${id.padEnd(24)} machine ${machine.uuid} booted on ${vm.node} (VM ${vm.vmid}) and joined Omni`);
+      say(`${id.padEnd(24)} machine ${machine.uuid} booted on ${vm.node} (VM ${vm.vmid}) and joined Omni${net0 ? `; net0 ${net0} from its seed (no DHCP)` : ''}`);
     }
     await waitFor('Omni to link every request to its machine', () =>
       [...requests.keys()].every((id) => (statusOf(omni, id)?.id ?? '') === privateState(omni, id)?.uuid),
@@ -142,7 +151,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     removed.add(victim);
     say(`${victim.padEnd(24)} removed: VM ${victimState?.vmid ?? '?'} ${victimState && sim.vm(victimState.vmid) ? 'STILL EXISTS' : 'deleted'}`);
 
-    const result = summarise(omni, sim, requests, removed, { vmid: victimState?.vmid ?? 0, node: victimState?.node ?? '' });
+    const result = summarise(omni, sim, requests, removed, { vmid: victimState?.vmid ?? 0, node: victimState?.node ?? '' }, booted);
     const ok = verify(result, sim, victimState?.vmid ?? 0);
     printTable(say, result);
     say(ok ? 'demo: everything ended as expected' : 'demo: something did not end as expected (see above)');
@@ -198,14 +207,16 @@ function summarise(
   requests: Map<string, string>,
   removed: Set<string>,
   removedVm: { vmid: number; node: string },
+  booted: Map<string, string>,
 ): DemoMachine[] {
   return [...requests].map(([request, set]) => {
+    const address = booted.get(request) ?? '';
     if (removed.has(request)) {
       const vm = sim.vm(removedVm.vmid);
-      return { request, set, node: removedVm.node, vmid: removedVm.vmid, stage: vm ? 'LEAKED' : 'REMOVED' };
+      return { request, set, node: removedVm.node, vmid: removedVm.vmid, stage: vm ? 'LEAKED' : 'REMOVED', address };
     }
     const state = privateState(omni, request);
-    return { request, set, node: state?.node ?? '', vmid: state?.vmid ?? 0, stage: stageOf(omni, request) ?? 'UNKNOWN' };
+    return { request, set, node: state?.node ?? '', vmid: state?.vmid ?? 0, stage: stageOf(omni, request) ?? 'UNKNOWN', address };
   });
 }
 
@@ -216,6 +227,9 @@ function verify(result: DemoMachine[], sim: PveSim, removedVmid: number): boolea
     kept.length === 4 &&
     kept.every((m) => m.stage === 'PROVISIONED' && sim.vm(m.vmid)?.running === true) &&
     new Set(cps.map((m) => m.node)).size === 3 &&
+    // Every machine got its own static address from its seed (the pools are the classes' address_pool).
+    result.every((m) => m.address !== '') &&
+    new Set(result.map((m) => m.address)).size === result.length &&
     result.filter((m) => m.stage === 'REMOVED').length === 1 &&
     removedVmid > 0 &&
     sim.vm(removedVmid) === undefined
@@ -223,8 +237,8 @@ function verify(result: DemoMachine[], sim: PveSim, removedVmid: number): boolea
 }
 
 function printTable(say: (l: string) => void, result: DemoMachine[]): void {
-  say('request                  set                   node  vmid  stage');
+  say('request                  set                   node  vmid  address         stage');
   for (const m of result) {
-    say(`${m.request.padEnd(24)} ${m.set.padEnd(21)} ${m.node.padEnd(5)} ${String(m.vmid).padEnd(5)} ${m.stage}`);
+    say(`${m.request.padEnd(24)} ${m.set.padEnd(21)} ${m.node.padEnd(5)} ${String(m.vmid).padEnd(5)} ${(m.address || '-').padEnd(15)} ${m.stage}`);
   }
 }

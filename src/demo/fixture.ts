@@ -33,11 +33,19 @@ export function demoFixture(): PveFixture {
   };
 }
 
+// A network without DHCP: every machine takes a static address from its class's pool, and a local resolver first
+// (split-horizon: Omni's name resolves to its internal address there), public ones after it.
 export const CONTROL_PLANE_DATA = `cores: 2
 memory: 4096
 disk_size: 20
 storage_selector: type == "rbd"
 tags: [demo]
+address_pool:
+  cidr: 10.20.0.0/24
+  range: 10.20.0.11-10.20.0.13
+  gateway: 10.20.0.1
+  dns_servers: [10.20.0.53, 1.1.1.1, 1.0.0.1]
+  search_domains: [lab.example.net]
 `;
 
 export const WORKER_DATA = `cores: 4
@@ -47,4 +55,10 @@ storage_selector: name == "local-lvm"
 network_bridge: vmbr1
 vlan: 20
 tags: [demo]
+address_pool:
+  cidr: 10.30.0.0/24
+  range: 10.30.0.21-10.30.0.29
+  gateway: 10.30.0.1
+  dns_servers: [10.20.0.53, 1.1.1.1, 1.0.0.1]
+  search_domains: [lab.example.net]
 `;

@@ -1,5 +1,6 @@
 // A simulated Talos machine for the demo: reads its NoCloud seed (cidata ISO9660 + Joliet) the way Talos does,
 // takes the SideroLink join token from the join config and presents it to Omni with its SMBIOS UUID.
+import { parse as parseYaml } from 'yaml';
 
 const SECTOR = 2048;
 
@@ -59,14 +60,34 @@ export interface BootedMachine {
   uuid: string;
   token: string;
   hostname?: string;
+  /** Static addresses the network-config gives the machine's NICs (matched by MAC, as Talos does), by NIC MAC. */
+  addresses?: Record<string, string[]>;
 }
 
-/** What a Talos VM learns at boot from its cidata seed and its SMBIOS UUID. */
-export function bootFromSeed(seed: Buffer, smbiosUuid: string): BootedMachine {
+/**
+ * What a Talos VM learns at boot from its cidata seed and its SMBIOS UUID. `nicMacs` are the MACs of the VM's NICs:
+ * a network-config (version 2) entry applies to the NIC whose MAC its `match.macaddress` names (case-insensitive);
+ * when they are given, an entry naming no NIC of the VM is an error here (Talos would configure a NIC that does not
+ * exist).
+ */
+export function bootFromSeed(seed: Buffer, smbiosUuid: string, nicMacs: readonly string[] = []): BootedMachine {
   const files = readJolietRoot(seed);
   const userData = files.get('user-data');
   if (!userData) throw new Error('seed ISO has no user-data');
   const meta = files.get('meta-data')?.toString('utf8') ?? '';
   const host = /^hostname:\s*"?([^"\n]+)"?\s*$/m.exec(meta)?.[1];
-  return { uuid: smbiosUuid, token: joinTokenFromConfig(userData.toString('utf8')), ...(host ? { hostname: host } : {}) };
+  const machine: BootedMachine = { uuid: smbiosUuid, token: joinTokenFromConfig(userData.toString('utf8')), ...(host ? { hostname: host } : {}) };
+  const net = parseYaml(files.get('network-config')?.toString('utf8') ?? '') as { version?: number; ethernets?: Record<string, { match?: { macaddress?: string }; addresses?: string[] }> } | null;
+  if (net?.version === 2 && net.ethernets) {
+    machine.addresses = {};
+    for (const [name, eth] of Object.entries(net.ethernets)) {
+      const mac = (eth.match?.macaddress ?? '').toLowerCase();
+      // Without the VM's MACs (callers that only need the token) the entries are taken as they are.
+      if (nicMacs.length > 0 && !nicMacs.some((m) => m.toLowerCase() === mac)) {
+        throw new Error(`network-config ${name}: no NIC with MAC ${mac || '(none)'} (NICs: ${nicMacs.join(', ')})`);
+      }
+      machine.addresses[mac] = eth.addresses ?? [];
+    }
+  }
+  return machine;
 }

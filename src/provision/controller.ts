@@ -513,8 +513,20 @@ export class ProvisionController {
           { owner: this.name, createIfMissing: false },
         );
       };
+      const createConfigPatch = async (name: string, data: string): Promise<void> => {
+        await this.state.modify(
+          ConfigPatchRequestKind,
+          name,
+          (res) => {
+            res.metadata.labels[LABEL_INFRA_PROVIDER_ID] = this.providerId;
+            res.metadata.labels[LABEL_MACHINE_REQUEST] = id;
+            res.spec.data = data;
+          },
+          { owner: this.name },
+        );
+      };
       try {
-        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal: stepSignal, checkpoint });
+        result = await step.run({ request, state: working, joinConfig, log: stepLog, signal: stepSignal, checkpoint, createConfigPatch });
       } catch (err) {
         if (signal.aborted) throw err;
         if (teardownSignal.aborted) {
@@ -563,7 +575,7 @@ export class ProvisionController {
         return workDone;
       }
       await this.writeStatus(id, (spec) => {
-        spec.status = statusText;
+        spec.status = this.withNote(statusText, working);
         spec.error = result.kind === 'retry' && result.message ? result.message : '';
         spec.stage = MachineRequestStatusSpec_Stage.PROVISIONING;
         // Like the Go provider's SetMachineUUID in syncVM: the machine ID is announced once the VM exists.
@@ -577,7 +589,7 @@ export class ProvisionController {
     const current = await this.state.get(MachineRequestKind, id);
     await this.writeStatus(id, (spec, labels) => {
       spec.stage = MachineRequestStatusSpec_Stage.PROVISIONED;
-      spec.status = PROVISION_COMPLETE_STATUS;
+      spec.status = this.withNote(PROVISION_COMPLETE_STATUS, machine);
       spec.error = '';
       for (const k of Object.keys(labels)) delete labels[k];
       Object.assign(labels, current.metadata.labels);
@@ -585,6 +597,17 @@ export class ProvisionController {
     this.phases.set(id, 'provisioned');
     log.info({ node: machine.node || undefined, vmid: machine.vmid || undefined }, 'machine provision finished');
     return workDone;
+  }
+
+  /** The status text with the provisioner's note (the static addresses), when it has one. */
+  private withNote(text: string, machine: MachineState): string {
+    let note = '';
+    try {
+      note = this.provisioner.statusNote?.(machine) ?? '';
+    } catch {
+      note = '';
+    }
+    return note === '' ? text : `${text} (${note})`;
   }
 
   // --- teardown ------------------------------------------------------------------------------------------------

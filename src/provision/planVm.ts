@@ -35,6 +35,8 @@ export interface PlanContext {
   diskStorages: { primary: string; additional: readonly string[] };
   /** Resource pool of the VM when not the provider data's `pool` (the machine set's existing pool). */
   pool?: string | undefined;
+  /** MACs the provider sets itself, by NIC index (static addresses: network-config matches the NIC by it). */
+  nicMacs?: Readonly<Record<number, string>>;
 }
 
 /** Flat POST /nodes/{node}/qemu parameters. */
@@ -97,10 +99,10 @@ function diskValue(param: string, storage: string, sizeGiB: number, o: DiskOptio
   );
 }
 
-function nicValue(param: string, model: string, bridge: string, firewall: boolean, vlan: number): string {
+function nicValue(param: string, model: string, bridge: string, firewall: boolean, vlan: number, macaddr?: string): string {
   return serialise(param, () =>
     formatPropertyString(
-      { model, bridge, firewall: firewall ? 1 : 0, tag: vlan === 0 ? undefined : vlan },
+      { model, macaddr, bridge, firewall: firewall ? 1 : 0, tag: vlan === 0 ? undefined : vlan },
       formats.net,
     ),
   );
@@ -158,7 +160,7 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
   p.scsi0 = diskValue('scsi0', ctx.diskStorages.primary, data.disk_size, data);
   p.scsihw = 'virtio-scsi-single';
   p.onboot = 1;
-  p.net0 = nicValue('net0', 'virtio', data.network_bridge, data.network_firewall, data.vlan);
+  p.net0 = nicValue('net0', 'virtio', data.network_bridge, data.network_firewall, data.vlan, ctx.nicMacs?.[0]);
   p.agent = serialise('agent', () => formatPropertyString({ enabled: 1 }, formats.agent, { bareDefaultKey: false }));
   const tags = tagList(data, ctx);
   if (tags.length > 0) p.tags = tags.join(';');
@@ -195,7 +197,7 @@ export function planVm(data: ProviderData, ctx: PlanContext): VmCreateParams {
   if (data.balloon === false) p.balloon = 0;
   data.additional_nics.forEach((nic, i) => {
     const param = `net${i + 1}`;
-    p[param] = nicValue(param, nic.model, nic.bridge, nic.firewall, nic.vlan);
+    p[param] = nicValue(param, nic.model, nic.bridge, nic.firewall, nic.vlan, ctx.nicMacs?.[i + 1]);
   });
   data.pci_devices.forEach((dev, i) => {
     const param = `hostpci${i}`;

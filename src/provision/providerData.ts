@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { compileSelector, SelectorError } from '../cel/index.js';
 import { VM_CPU_FLAGS, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { formats, NIC_MODELS, parsePropertyString, pveFormat, PropertyStringError } from '../proxmox/propertyString.js';
+import { ADDRESS_POOL_NOUNS, addressPoolSchema, checkAddressPools, type AddressPool } from './addresses.js';
 import { ProviderDataError } from './errors.js';
 import { boundFor, LIMITS, MAX_VCPUS } from './limits.js';
 import { HA_FIELD_NOUN, haSchema, type HaConfig } from './haData.js';
@@ -40,6 +41,8 @@ export interface AdditionalNic {
   vlan: number;
   firewall: boolean;
   model: (typeof NIC_MODELS)[number];
+  /** Static address from a pool instead of DHCP (addresses.ts). */
+  address_pool?: AddressPool;
 }
 
 export interface PciDevice {
@@ -106,6 +109,8 @@ export interface ProviderData {
   usb_devices: UsbDevice[];
   /** `start-end`: the VM takes the lowest free VMID of this range instead of Proxmox's nextid. */
   vmid_range?: string;
+  /** net0's static address pool; unset = DHCP (addresses.ts). */
+  address_pool?: AddressPool;
 }
 
 // Patterns mirror PVE's formats so that Omni refuses (at `omnictl apply`, with Go's RE2) what Proxmox would; the run
@@ -221,6 +226,7 @@ export const providerDataSchema = {
     },
     vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag of the first NIC; 0 = none.' },
     network_firewall: { type: 'boolean', default: true, description: 'Proxmox firewall on the first NIC.' },
+    address_pool: addressPoolSchema,
     ...diskFlags,
     cpu_type: {
       type: 'string',
@@ -306,6 +312,7 @@ export const providerDataSchema = {
           vlan: { type: 'integer', minimum: 0, maximum: LIMITS.vlan.max, default: 0, description: 'VLAN tag; 0 = none.' },
           firewall: { type: 'boolean', default: false, description: 'Proxmox firewall on this NIC.' },
           model: { type: 'string', enum: [...NIC_MODELS], default: 'virtio', description: 'NIC model.' },
+          address_pool: addressPoolSchema,
         },
       },
     },
@@ -390,6 +397,7 @@ const FIELD_NOUN: Record<string, string> = {
   description: 'description (control characters other than tab and newline are not allowed)',
   storage_selector: 'storage selector (control characters other than tab and newline are not allowed)',
   vmid_range: 'VMID range ("start-end", each 100-999999999 without leading zeros)',
+  ...ADDRESS_POOL_NOUNS,
 };
 
 const TOP_KEYS = Object.keys(providerDataSchema.properties);
@@ -690,6 +698,7 @@ export function validateProviderData(input: unknown): ProviderData {
   checkPveFormats(data);
   checkCombinations(data);
   checkSelectors(data);
+  checkAddressPools(data);
   return data;
 }
 

@@ -20,6 +20,16 @@ import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
 import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
+import {
+  AddressAllocator,
+  describeAddresses,
+  nicNetworks,
+  renderNetworkConfig,
+  searchDomainsPatch,
+  staticNics,
+  vmConfigAddresses,
+  type AddressBook,
+} from './addresses.js';
 import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
 import { HaSteps } from './ha.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
@@ -67,6 +77,11 @@ export interface ProxmoxProvisionerOptions {
    * effect; in a teardown, this request's own create (and seed upload) task before it is stopped.
    */
   pendingCreateWaitMs?: number;
+  /**
+   * Where the addresses every request holds are read from (the private states in Omni: omniAddressBook). Needed
+   * only by requests with an `address_pool`; without it such a request fails.
+   */
+  addressBook?: AddressBook;
 }
 
 /** A VMID this request recorded (the confirmed VM, or the write-ahead intent of a create) and where to look for it. */
@@ -170,6 +185,8 @@ export function toStepFailure(step: StepName, err: unknown): StepFailure {
 export class ProxmoxProvisioner implements Provisioner {
   readonly steps: readonly Step[];
   readonly ledger: InFlightLedger;
+  /** Static addresses: one allocation at a time in this process, recorded in the private state. */
+  readonly addresses: AddressAllocator;
   readonly #pve: PveClient;
   readonly #images: ImageService;
   readonly #log: Logger;
@@ -197,6 +214,7 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#images = opts.images;
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
+    this.addresses = new AddressAllocator(opts.addressBook);
     this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
     this.#ha = new HaSteps(opts.pve);
     this.#clock = opts.taskWait?.clock ?? {
@@ -249,6 +267,8 @@ export class ProxmoxProvisioner implements Provisioner {
     // A range with no free VMID fails here, before the ISO download (read-only; retried, as VMs may leave the range).
     const range = vmidRangeOf(request.providerData);
     if (range) await lowestFreeVmid(this.#pve, range, this.#heldVmids(request.id));
+    // Static addresses are taken now (before anything is written to Proxmox) and recorded before the VM create.
+    await this.#ensureAddresses(ctx);
     const snapshots = await nodeSnapshots(this.#pve, {
       setId: request.machineRequestSetId,
       needPciMappings: data.pci_devices.length > 0,
@@ -272,6 +292,49 @@ export class ProxmoxProvisioner implements Provisioner {
     this.ledger.reserve(request.id, request.machineRequestSetId, state.node, want.memoryBytes);
     ctx.log.info({ node: state.node, candidates: placement.candidates }, 'node picked');
     return done;
+  }
+
+  /**
+   * One address per NIC with an `address_pool`, written to the private state (checkpoint) before it is used; kept
+   * when already recorded. A pool without a free address fails the step with a message naming the field.
+   */
+  async #ensureAddresses(ctx: StepContext): Promise<void> {
+    const nics = staticNics(ctx.request.providerData);
+    if (nics.length === 0 && ctx.state.nicAddresses.length === 0) return;
+    const before = describeAddresses(ctx.state.nicAddresses);
+    // Addresses of VMs this provider did not create, where their config tells (read outside the allocation lock).
+    const external = this.addresses.needsAllocation(nics, ctx.state) ? await this.#foreignAddresses(ctx.log) : undefined;
+    const got = await this.addresses.ensure(ctx.request.id, nics, ctx.state, () => ctx.checkpoint(), external);
+    const now = describeAddresses(got);
+    if (now !== before) ctx.log.info({ addresses: got.map((a) => ({ nic: `net${a.nic}`, address: a.address, mac: a.mac })) }, `static addresses allocated: ${now}`);
+  }
+
+  /**
+   * Addresses other VMs of the cluster hold by their own config (cloud-init `ipconfigN`), as `address → holder`. A VM
+   * whose config cannot be read (no VM.Audit, node down) is skipped: what cannot be known is not guarded.
+   */
+  async #foreignAddresses(log: Logger): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    let vms;
+    try {
+      vms = (await this.#pve.clusterResources('vm')).filter((r) => r.type === 'qemu' && r.vmid !== undefined && r.node && !r.template);
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not list VMs to skip addresses they hold; allocating from private states only');
+      return out;
+    }
+    for (const vm of vms) {
+      let config;
+      try {
+        config = await readConfig(this.#pve, vm.node!, vm.vmid!);
+      } catch {
+        continue;
+      }
+      if (!config) continue;
+      for (const { address, key } of vmConfigAddresses(config)) {
+        if (!out.has(address)) out.set(address, `VM ${vm.vmid}${vm.name ? ` (${vm.name})` : ''} ${key}`);
+      }
+    }
+    return out;
   }
 
   async createSchematic(ctx: StepContext): Promise<StepResult> {
@@ -441,6 +504,8 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     this.#pendingSince.delete(request.id);
 
+    // Write-ahead: the addresses (and the MACs the create sets) are in the private state before the create call.
+    await this.#ensureAddresses(ctx);
     const isoVolid = await this.#bootIsoVolid(ctx);
     // The pool (field 12, the Go provider's): recorded with the create intent, so a teardown knows it.
     state.pool = (await poolForNewVm(this.#pve, request.providerData, request.machineRequestSetId, ctx.log)) ?? '';
@@ -497,6 +562,7 @@ export class ProxmoxProvisioner implements Provisioner {
           isoVolid,
           diskStorages,
           pool: state.pool || undefined,
+          nicMacs: Object.fromEntries(state.nicAddresses.map((a) => [a.nic, a.mac])),
         });
         // Write-ahead intent: what is about to be created is in Omni before the call is sent. A failed write
         // rejects here, and nothing is sent.
@@ -729,10 +795,13 @@ export class ProxmoxProvisioner implements Provisioner {
 
     if (!state.isoStorage) state.isoStorage = await this.#isos.chooseIsoStorage(state.node);
     const hostnameMode = request.providerData.hostname === 'request-id' ? 'request-id' : (this.#opts.hostname ?? 'none');
+    const networkConfig = await this.#networkConfig(ctx);
+    await this.#searchDomains(ctx);
     const seed = buildNoCloudSeed({
       userData: ctx.joinConfig,
       instanceId: state.uuid || request.id,
       ...(hostnameMode === 'request-id' ? { hostname: request.id } : {}),
+      ...(networkConfig !== undefined ? { networkConfig } : {}),
     });
     // Record before writing: the seed volume and its node before the upload, with field 109 saying that an upload is
     // on its way (until Proxmox answers, a teardown cannot tell whether one runs), then the upload's UPID once answered.
@@ -801,6 +870,48 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     ctx.log.info({ vmid: state.vmid, node: state.node }, 'VM started');
     return done;
+  }
+
+  /**
+   * The seed's network-config for a request with static addresses (undefined: the default, DHCP everywhere). Each
+   * NIC is matched by the MAC its netN has in the VM's config: the one this provider set at create, or, for a VM
+   * created before the request had addresses, the one Proxmox chose.
+   */
+  async #networkConfig(ctx: StepContext): Promise<string | undefined> {
+    const nics = staticNics(ctx.request.providerData);
+    if (nics.length === 0) return undefined;
+    await this.#ensureAddresses(ctx);
+    const config = await this.#pve.vmConfig(ctx.state.node, ctx.state.vmid);
+    const macOf = (nic: number): string | undefined => {
+      const value = config[`net${nic}`];
+      if (typeof value !== 'string') return undefined;
+      try {
+        return parsePropertyString(value, formats.net).macaddr;
+      } catch {
+        return undefined;
+      }
+    };
+    const networks = nicNetworks(nics, ctx.state.nicAddresses, macOf);
+    ctx.log.info({ addresses: describeAddresses(ctx.state.nicAddresses) }, 'seed network-config with static addresses');
+    return renderNetworkConfig(networks);
+  }
+
+  /** The pools' search domains as a machine-config patch (Talos ignores them in network-config). */
+  async #searchDomains(ctx: StepContext): Promise<void> {
+    const patch = searchDomainsPatch(staticNics(ctx.request.providerData), ctx.request.talosVersion);
+    if (patch === undefined) return;
+    if (patch === 'tooOld') {
+      ctx.log.warn({ talosVersion: ctx.request.talosVersion }, 'search_domains need Talos 1.9 or later (machine.network.searchDomains); not applied');
+      return;
+    }
+    if (!ctx.createConfigPatch) return;
+    // One patch per request: its ID is the request's, so two requests never share one.
+    await ctx.createConfigPatch(`${ctx.request.id}-${patch.name}`, patch.data);
+  }
+
+  /** What the machine request status shows besides the step: the static addresses, once allocated. */
+  statusNote(state: MachineState): string {
+    return describeAddresses(state.nicAddresses);
   }
 
   /**
@@ -899,6 +1010,9 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     // Only now: until the teardown settled it, a recorded create of this request may still produce its VM.
     this.#intents.delete(requestId);
+    // The VM is gone: its addresses are free once the private state is destroyed (until then the listing holds them).
+    this.addresses.release(requestId);
+    if (state.nicAddresses.length > 0) log.info({ addresses: describeAddresses(state.nicAddresses) }, 'static addresses released with the VM');
   }
 
   /** Waits out the pending-create bound (counted from when this process first saw it) for an upload of unknown task. */

@@ -60,6 +60,12 @@ export interface StepContext {
    * Rejects when the write failed; a step must then not make the Proxmox write it was about to record.
    */
   checkpoint(): Promise<void>;
+  /**
+   * Asks Omni to apply a machine-config patch to this request's machine (a ConfigPatchRequest `name`, labelled with
+   * the provider and the request, removed at teardown). Resolves once Omni stored it; unchanged data writes nothing.
+   * Absent where no Omni is attached (tests of the steps alone).
+   */
+  createConfigPatch?(name: string, data: string): Promise<void>;
 }
 
 export type StepResult =
@@ -108,4 +114,6 @@ export interface Provisioner {
   deprovision(ctx: DeprovisionContext): Promise<void>;
   /** Throws with an operator-readable message when the infrastructure cannot be used (shown in Omni's UI). */
   healthCheck(): Promise<void>;
+  /** A short note the machine request status shows after the step text (the static addresses); '' for none. */
+  statusNote?(state: MachineState): string;
 }

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { daemonCommand } from '../helpers/daemon-command.js';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -75,6 +76,25 @@ describe('plan', { timeout: 90_000 }, () => {
     const refused = await run(['plan', '--provider-data', ha, '--machine-request-set', 'set-a', '--sim-fixture', pve8, '--json']);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/^error: provider data: ha\.resource_affinity: needs Proxmox VE 9/);
+  });
+
+  it('shows the static addresses and the NoCloud network-config a VM would get, and DHCP otherwise', async () => {
+    const pool = `${base}storage_selector: 'true'\naddress_pool:\n  cidr: 10.0.0.0/24\n  range: 10.0.0.10-10.0.0.50\n  gateway: 10.0.0.1\n  dns_servers: [1.1.1.1, 1.0.0.1]\n`;
+    const r = await run(['plan', '--provider-data', dataFile('pool.yaml', pool), '--request-id', 'cp-1', '--sim-fixture', fixture, '--json']);
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { params: Record<string, string>; network: { addresses: Array<{ nic: string; address: string; mac: string }>; networkConfig: string } };
+    const [a] = out.network.addresses;
+    expect(a).toMatchObject({ nic: 'net0', address: '10.0.0.10/24' });
+    expect(out.params.net0).toBe(`virtio=${a!.mac},bridge=vmbr0,firewall=1`);
+    expect(parseYaml(out.network.networkConfig)).toEqual({
+      version: 2,
+      ethernets: { eth0: { match: { macaddress: a!.mac }, addresses: ['10.0.0.10/24'], gateway4: '10.0.0.1', nameservers: { addresses: ['1.1.1.1', '1.0.0.1'] } } },
+    });
+    const dhcp = await run(['plan', '--provider-data', dataFile('dhcp.yaml', `${base}storage_selector: 'true'\n`), '--sim-fixture', fixture, '--json']);
+    expect((JSON.parse(dhcp.stdout) as { network: unknown }).network).toEqual({ dhcp: true });
+    const bad = await run(['plan', '--provider-data', dataFile('badpool.yaml', pool.replace('10.0.0.50', '10.0.1.50')), '--sim-fixture', fixture, '--json']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error: provider data: address_pool\.range: 10\.0\.1\.50 is outside cidr 10\.0\.0\.0\/24/);
   });
 
   it('exits 2 naming the field when the selector matches nothing', async () => {

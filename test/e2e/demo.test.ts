@@ -19,7 +19,10 @@ describe('embedded demo', () => {
     });
     expect(r.stderr).toMatch(/demo: everything ended as expected/);
     expect(r.code).toBe(0);
-    const machines = JSON.parse(r.stdout) as Array<{ request: string; set: string; node: string; vmid: number; stage: string }>;
+    const machines = JSON.parse(r.stdout) as Array<{ request: string; set: string; node: string; vmid: number; stage: string; address: string }>;
+    // A network without DHCP: each machine read its own static address from its seed, from its class's pool.
+    expect(machines.map((m) => m.address).sort()).toEqual(['10.20.0.11/24', '10.20.0.12/24', '10.20.0.13/24', '10.30.0.21/24', '10.30.0.22/24']);
+    expect(r.stderr.match(/and joined Omni; net0 10\.[23]0\.0\.\d+\/24 from its seed/g)).toHaveLength(5);
     expect(machines).toHaveLength(5);
     const cps = machines.filter((m) => m.set === 'demo-control-planes');
     expect(cps.every((m) => m.stage === 'PROVISIONED')).toBe(true);

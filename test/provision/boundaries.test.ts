@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { ProviderDataError } from '../../src/provision/errors.js';
+import { POOL_LIMITS } from '../../src/provision/addresses.js';
 import { LIMITS } from '../../src/provision/limits.js';
 import { parseProviderData, providerDataSchema, validateProviderData, type ProviderData } from '../../src/provision/providerData.js';
 import { emptyMachineState } from '../../src/provision/machineState.js';
@@ -54,6 +55,8 @@ interface Case {
   name: string;
   field: string;
   data: Record<string, unknown>;
+  /** How the message starts when it is not `provider data: <field>: ` (a missing or unknown key of a block). */
+  prefix?: string;
 }
 
 /** Puts `value` at `field` (`additional_disks[0].disk_size`, or inside an object: `ha.rules[0]`) of a copy of BASE. */
@@ -174,6 +177,68 @@ function allCases(): Case[] {
     'type=std,memory=512,clipboard=vnc,x', 'ｓｔｄ']) {
     out.push({ name: `vga = ${JSON.stringify(v)}`, field: 'vga', data: { ...BASE, vga: v } });
   }
+  out.push(...addressPoolCases('address_pool'), ...addressPoolCases('additional_nics[0].address_pool'));
+  return out;
+}
+
+/** A valid pool (IPv4), and a copy of BASE with `pool` at `at` (net0's block or the first additional NIC's). */
+const POOL = { cidr: '10.0.0.0/24', range: '10.0.0.10-10.0.0.20', gateway: '10.0.0.1', dns_servers: ['1.1.1.1', '1.0.0.1'] };
+function withPool(at: string, pool: Record<string, unknown>): Record<string, unknown> {
+  if (at === 'address_pool') return { ...structuredClone(BASE), address_pool: pool };
+  return { ...structuredClone(BASE), additional_nics: [{ bridge: 'vmbr1', address_pool: pool }] };
+}
+
+/** Every bound of an address pool (schema and run-time rules), at one place it can be given. */
+function addressPoolCases(at: string): Case[] {
+  const out: Case[] = [];
+  const add = (name: string, field: string, pool: Record<string, unknown>, prefix?: string): void => {
+    out.push({ name: `${at}: ${name}`, field: field === '' ? at : `${at}.${field}`, data: withPool(at, pool), ...(prefix ? { prefix } : {}) });
+  };
+  const without = (k: string): Record<string, unknown> => Object.fromEntries(Object.entries(POOL).filter(([x]) => x !== k));
+  add('no cidr', 'cidr', without('cidr'), `provider data: ${at}: missing required key "cidr"`);
+  add('neither range nor addresses', '', without('range'));
+  add('range and addresses', '', { ...POOL, addresses: ['10.0.0.30'] });
+  add('an unknown key', 'nameservers', { ...POOL, nameservers: ['1.1.1.1'] }, `provider data: ${at}: unknown key "nameservers"`);
+  add('not a mapping', '', 'x' as unknown as Record<string, unknown>);
+  for (const v of ['10.0.0.0/33', '10.0.0.256/24', '10.0.0.5/24', '0.0.0.0/0', '10.0.0.0/24,x', `${'1'.repeat(50)}`, '10.0.0.0/24\n', '']) {
+    add(`cidr ${show(v)}`, 'cidr', { ...POOL, cidr: v });
+  }
+  for (const v of ['10.0.0.10-10.0.1.20', '10.0.0.0-10.0.0.20', '10.0.0.10-10.0.0.255', '10.0.0.20-10.0.0.10', '10.0.0.10', '2001:db8::1-2001:db8::2', `10.0.0.10-${'1'.repeat(90)}`]) {
+    add(`range ${show(v)}`, 'range', { ...POOL, range: v });
+  }
+  const list = without('range');
+  add(`addresses with ${POOL_LIMITS.addresses.max + 1} entries`, 'addresses', {
+    ...list,
+    cidr: '10.0.0.0/16',
+    gateway: '10.0.255.254',
+    addresses: Array.from({ length: POOL_LIMITS.addresses.max + 1 }, (_, i) => `10.0.${1 + (i >> 8)}.${i & 255}`),
+  });
+  add('addresses empty', 'addresses', { ...list, addresses: [] });
+  add('addresses[1] outside cidr', 'addresses[1]', { ...list, addresses: ['10.0.0.30', '10.0.1.30'] });
+  add('addresses[0] the broadcast address', 'addresses[0]', { ...list, addresses: ['10.0.0.255'] });
+  add('addresses[0] not an address', 'addresses[0]', { ...list, addresses: ['10.0.0.30;x'] });
+  for (const v of ['10.0.1.1', '10.0.0.15', '10.0.0.0', 'gw', '10.0.0.1\n']) add(`gateway ${show(v)}`, 'gateway', { ...POOL, gateway: v });
+  add(`dns_servers with ${POOL_LIMITS.dns_servers.max + 1} entries`, 'dns_servers', {
+    ...POOL,
+    dns_servers: Array.from({ length: POOL_LIMITS.dns_servers.max + 1 }, (_, i) => `192.0.2.${i + 1}`),
+  });
+  for (const v of ['1.1.1', '1.1.1.1 ', 'one.one.one.one', '1.1.1.1,8.8.8.8']) add(`dns_servers[0] ${show(v)}`, 'dns_servers[0]', { ...POOL, dns_servers: [v] });
+  add(`search_domains with ${POOL_LIMITS.search_domains.max + 1} entries`, 'search_domains', {
+    ...POOL,
+    search_domains: Array.from({ length: POOL_LIMITS.search_domains.max + 1 }, (_, i) => `d${i}.example`),
+  });
+  for (const v of ['a'.repeat(POOL_LIMITS.domain.max + 1), 'lan example', '-lan.example', 'lan..example', '']) {
+    add(`search_domains[0] ${show(v)}`, 'search_domains[0]', { ...POOL, search_domains: [v] });
+  }
+  for (const v of [575, 65536, 1.5, 2 ** 64, '1500']) add(`mtu ${show(v)}`, 'mtu', { ...POOL, mtu: v });
+  add('mtu 1279 on IPv6', 'mtu', { cidr: '2001:db8::/64', range: '2001:db8::10-2001:db8::20', mtu: 1279 });
+  add(`routes with ${POOL_LIMITS.routes.max + 1} entries`, 'routes', {
+    ...POOL,
+    routes: Array.from({ length: POOL_LIMITS.routes.max + 1 }, (_, i) => ({ to: `192.168.${i}.0/24`, via: '10.0.0.254' })),
+  });
+  add('routes[0] a default route', 'routes[0].to', { ...POOL, routes: [{ to: '0.0.0.0/0', via: '10.0.0.254' }] });
+  add('routes[0].via outside cidr', 'routes[0].via', { ...POOL, routes: [{ to: '192.168.0.0/16', via: '10.9.0.1' }] });
+  add('routes[0] without via', 'routes[0].via', { ...POOL, routes: [{ to: '192.168.0.0/16' }] }, `provider data: ${at}.routes[0]: missing required key "via"`);
   return out;
 }
 
@@ -198,7 +263,7 @@ describe('every field is bounded in the published schema', () => {
         if (s.items?.properties) for (const [k, v] of Object.entries(s.items.properties)) visit(`${path}[].${k}`, v);
         else if (s.items) visit(`${path}[]`, s.items);
       }
-      if (s.type === 'object') for (const [k, v] of Object.entries(s.properties ?? {})) visit(`${path}.${k}`, v);
+      if (s.type === 'object' && s.properties) for (const [k, v] of Object.entries(s.properties)) visit(`${path}.${k}`, v);
     };
     for (const [k, v] of Object.entries(providerDataSchema.properties as Record<string, Leaf>)) visit(k, v);
     expect(unbounded).toEqual([]);
@@ -245,6 +310,21 @@ describe('every field is bounded in the published schema', () => {
     for (const vga of ['std', 'none', 'serial0', 'qxl4', 'memory=4', 'clipboard=vnc,memory=512', 'memory=16,type=virtio,clipboard=vnc', 'vmware,memory=99']) {
       expect(validateProviderData({ ...BASE, vga }).vga).toBe(vga);
     }
+    // The largest address pool: every list at its bound, the largest MTU.
+    expect(() =>
+      validateProviderData({
+        ...BASE,
+        address_pool: {
+          cidr: '10.0.0.0/8',
+          addresses: Array.from({ length: POOL_LIMITS.addresses.max }, (_, i) => `10.1.${i >> 8}.${i & 255}`),
+          gateway: '10.0.0.1',
+          dns_servers: Array.from({ length: POOL_LIMITS.dns_servers.max }, (_, i) => `192.0.2.${i + 1}`),
+          search_domains: Array.from({ length: POOL_LIMITS.search_domains.max }, (_, i) => `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.d${i}x${'e'.repeat(56)}`),
+          mtu: 65535,
+          routes: Array.from({ length: POOL_LIMITS.routes.max }, (_, i) => ({ to: `192.168.${i}.0/24`, via: '10.0.0.254' })),
+        },
+      }),
+    ).not.toThrow();
     expect(validateProviderData({ ...BASE, hugepages: 1024, numa: true }).hugepages).toBe('1024');
   });
 });
@@ -263,7 +343,7 @@ describe(`${CASES.length} values past a bound: refused, naming the field, with n
     expect(pe.field).toBe(c.field);
     const unknownInside = /^(.+)\.([a-z_]+)$/.exec(c.field);
     expect(
-      pe.message.startsWith(`provider data: ${c.field}: `) ||
+      pe.message.startsWith(c.prefix ?? `provider data: ${c.field}: `) ||
         pe.message.startsWith(`provider data: unknown key "${c.field}"`) ||
         (unknownInside !== null && pe.message.startsWith(`provider data: ${unknownInside[1]}: unknown key "${unknownInside[2]}"`)),
       pe.message,

@@ -53,7 +53,15 @@ const everything: Required<ProviderData> = {
   additional_disks: [
     { disk_size: 100, storage_selector: 'true', disk_ssd: true, disk_discard: false, disk_iothread: true, disk_cache: 'writeback', disk_aio: 'native' },
   ],
-  additional_nics: [{ bridge: 'vmbr2', vlan: 30, firewall: true, model: 'e1000' }],
+  additional_nics: [
+    {
+      bridge: 'vmbr2',
+      vlan: 30,
+      firewall: true,
+      model: 'e1000',
+      address_pool: { cidr: '192.168.5.0/24', addresses: ['192.168.5.20', '192.168.5.21'], dns_servers: [], search_domains: [], routes: [] },
+    },
+  ],
   pci_devices: [{ mapping: 'gpu-1', pcie: true, primary_gpu: true, rombar: false, mdev: 'nvidia-180' }],
   ha: {
     state: 'started',
@@ -68,6 +76,15 @@ const everything: Required<ProviderData> = {
   },
   usb_devices: [{ mapping: 'rtl-sdr', usb3: true }],
   vmid_range: '1000-1099',
+  address_pool: {
+    cidr: '10.0.0.0/24',
+    range: '10.0.0.10-10.0.0.50',
+    gateway: '10.0.0.1',
+    dns_servers: ['1.1.1.1', '1.0.0.1'],
+    search_domains: ['lan.example'],
+    mtu: 1500,
+    routes: [{ to: '192.168.0.0/16', via: '10.0.0.254' }],
+  },
 };
 
 describe('schema and type agree', () => {

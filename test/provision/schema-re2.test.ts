@@ -32,6 +32,11 @@ function samples(): string[] {
     out.add(`a${ch}b`);
     out.add(`host,flags=+aes${ch}`);
   }
+  // Addresses, networks, ranges and DNS names (address_pool).
+  for (const a of ['10.0.0.1', '10.0.0.0/24', '10.0.0.10-10.0.0.20', '2001:db8::1', '2001:db8::/64', '::ffff:10.0.0.1', '::', 'fe80::1%eth0',
+    '2001:db8::10-2001:db8::20', '10.0.0.1/x', '10.0.0.1-', 'lan.example', 'lan.example.', '-lan.example', 'a..b', `${'a'.repeat(64)}.example`]) {
+    out.add(a);
+  }
   for (const u of ['ä', 'é', 'ß', 'вмбр0', 'ＡＢＣ', '\u00a0', '\u2028', '\u2029', '\ufeff', '\u200b', '😀', 'a\u0301', 'İ', 'ſ', 'K']) {
     out.add(u);
     out.add(`vmbr${u}`);

@@ -216,3 +216,18 @@ describe('seedIsoFileName', () => {
     expect(() => seedIsoFileName('a\ud800b')).toThrow(/lone surrogate/);
   });
 });
+
+describe('the label Talos probes', () => {
+  // go-blockdevice v2 blkid iso9660 probe (Talos's volume discovery): the Joliet descriptor's volume id decoded as
+  // UTF-16BE when there is one, else the primary's bytes; then only trailing spaces are trimmed (NULs are not).
+  it('reads exactly "cidata" from both descriptors (padded with spaces, never NULs)', () => {
+    const iso = buildNoCloudSeed({ userData: machineConfig, instanceId: 'i-1' });
+    const volumeId = (lba: number) => iso.subarray(lba * 2048 + 40, lba * 2048 + 72);
+    expect(iso[16 * 2048]).toBe(1);
+    expect(iso[17 * 2048]).toBe(2);
+    const joliet = new TextDecoder('utf-16be').decode(volumeId(17));
+    const primary = volumeId(16).toString('latin1');
+    expect(joliet.replace(/ +$/, '')).toBe('cidata');
+    expect(primary.replace(/ +$/, '')).toBe('cidata');
+  });
+});

@@ -19,6 +19,20 @@ const talosCreate = {
   smbios1: 'uuid=11111111-2222-4333-8444-555555555555',
 };
 
+describe('NIC MACs', () => {
+  it('keeps a given MAC as given, and refuses a multicast one like pve_verify_mac_addr', async () => {
+    const { sim, clock } = newSim();
+    const net0 = 'virtio=7a:eb:f9:f0:b8:7e,bridge=vmbr0,firewall=1';
+    expect((await call(sim, 'POST', '/nodes/pve1/qemu', { ...talosCreate, net0 })).status).toBe(200);
+    clock.advance(3000);
+    const cfg = (await call(sim, 'GET', '/nodes/pve1/qemu/200/config')).json?.data as Record<string, unknown>;
+    expect(cfg.net0).toBe(net0);
+    const multicast = await call(sim, 'POST', '/nodes/pve1/qemu', { ...talosCreate, vmid: 201, net0: 'virtio=7b:eb:f9:f0:b8:7e,bridge=vmbr0' });
+    expect(multicast.status).toBe(400);
+    expect(JSON.stringify(multicast.json)).toMatch(/unicast MAC/);
+  });
+});
+
 describe('two-phase create', () => {
   it('holds only lock=create while qmcreate runs, then writes the full config', async () => {
     const { sim, clock } = newSim();

@@ -348,7 +348,11 @@ export function realiseDrive(sim: PveSim, node: string, vmid: number, plan: Driv
   return printDrive(vol.volid, { ...plan.fields, size: formatSize(plan.sizeBytes) });
 }
 
-/** `virtio=<MAC>,bridge=..,...` with a generated (or kept) MAC. */
+/**
+ * `virtio=<MAC>,bridge=..,...` with a generated (or kept) MAC. A MAC given by the caller is stored as given (qemu-server
+ * Network.pm `print_net` prints the parsed property string back; pve-common JSONSchema.pm `pve_verify_mac_addr`
+ * accepts either case); a generated one is upper case, like pve-common Tools.pm `random_ether_addr`.
+ */
 export function printNet(sim: PveSim, value: string, previous?: string): string {
   const net = parsePropertyString(value, formats.net);
   const model = net['model'] ?? 'virtio';
@@ -359,7 +363,7 @@ export function printNet(sim: PveSim, value: string, previous?: string): string 
   }
   mac ??= generateMac(sim);
   const rest = Object.keys(net).filter((k) => k !== 'model' && k !== 'macaddr').sort().map((k) => `${k}=${net[k]}`);
-  return [`${model}=${mac.toUpperCase()}`, ...rest].join(',');
+  return [`${model}=${mac}`, ...rest].join(',');
 }
 
 export function printTags(value: string): string {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file proxmox/specs/specs.proto.
  */
 export const file_proxmox_specs_specs: GenFile = /*@__PURE__*/
-  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyKPAwoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEgwKBHBvb2wYDCABKAkSFQoNaGFfcmVnaXN0ZXJlZBgNIAEoCBITCgtpc29fc3RvcmFnZRhkIAEoCRITCgtzZWVkX3ZvbHVtZRhlIAEoCRIWCg5ib290X2Fzc2V0X2tleRhoIAEoCRITCgtjcmVhdGVfdm1pZBhqIAEoBRITCgtjcmVhdGVfbm9kZRhrIAEoCRIRCglzZWVkX25vZGUYbCABKAkSGAoQc2VlZF91cGxvYWRfdGFzaxhtIAEoCUoECGYQZ0oECGcQaEoECGkQamIGcHJvdG8z");
+  fileDesc("Chlwcm94bW94L3NwZWNzL3NwZWNzLnByb3RvEghlbXVzcGVjcyK8AwoLTWFjaGluZVNwZWMSDAoEdXVpZBgBIAEoCRIRCglzY2hlbWF0aWMYAiABKAkSFQoNdGFsb3NfdmVyc2lvbhgDIAEoCRIRCgl2b2x1bWVfaWQYBCABKAkSDAoEbm9kZRgFIAEoCRIaChJ2b2x1bWVfdXBsb2FkX3Rhc2sYBiABKAkSFgoOdm1fY3JlYXRlX3Rhc2sYByABKAkSFQoNdm1fc3RhcnRfdGFzaxgIIAEoCRIMCgR2bWlkGAsgASgFEgwKBHBvb2wYDCABKAkSFQoNaGFfcmVnaXN0ZXJlZBgNIAEoCBITCgtpc29fc3RvcmFnZRhkIAEoCRITCgtzZWVkX3ZvbHVtZRhlIAEoCRIWCg5ib290X2Fzc2V0X2tleRhoIAEoCRITCgtjcmVhdGVfdm1pZBhqIAEoBRITCgtjcmVhdGVfbm9kZRhrIAEoCRIRCglzZWVkX25vZGUYbCABKAkSGAoQc2VlZF91cGxvYWRfdGFzaxhtIAEoCRIrCg1uaWNfYWRkcmVzc2VzGG4gAygLMhQuZW11c3BlY3MuTmljQWRkcmVzc0oECGYQZ0oECGcQaEoECGkQaiI3CgpOaWNBZGRyZXNzEgsKA25pYxgBIAEoBRIPCgdhZGRyZXNzGAIgASgJEgsKA21hYxgDIAEoCWIGcHJvdG8z");
 
 /**
  * @generated from message emuspecs.MachineSpec
@@ -149,11 +149,20 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
   seedNode: string;
 
   /**
-   * Next free number: 110.
-   *
    * @generated from field: string seed_upload_task = 109;
    */
   seedUploadTask: string;
+
+  /**
+   * Static addresses (issue 10, provider data `address_pool`), taken from the pool before the VM create (write-ahead,
+   * like create_vmid) and kept until the private state is destroyed after a finished teardown: an address listed in
+   * any private state of this provider is never handed to another request. Numbers 110-119 are this feature's.
+   *
+   * Next free number: 111 (110-119 reserved for addresses).
+   *
+   * @generated from field: repeated emuspecs.NicAddress nic_addresses = 110;
+   */
+  nicAddresses: NicAddress[];
 };
 
 /**
@@ -162,4 +171,34 @@ export type MachineSpec = Message<"emuspecs.MachineSpec"> & {
  */
 export const MachineSpecSchema: GenMessage<MachineSpec> = /*@__PURE__*/
   messageDesc(file_proxmox_specs_specs, 0);
+
+/**
+ * One NIC's static address: net<nic>, the address with the pool's prefix length ("10.0.0.11/24"), and the MAC the
+ * provider gave the NIC (netN macaddr) and matches in the NoCloud network-config.
+ *
+ * @generated from message emuspecs.NicAddress
+ */
+export type NicAddress = Message<"emuspecs.NicAddress"> & {
+  /**
+   * @generated from field: int32 nic = 1;
+   */
+  nic: number;
+
+  /**
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * @generated from field: string mac = 3;
+   */
+  mac: string;
+};
+
+/**
+ * Describes the message emuspecs.NicAddress.
+ * Use `create(NicAddressSchema)` to create a new message.
+ */
+export const NicAddressSchema: GenMessage<NicAddress> = /*@__PURE__*/
+  messageDesc(file_proxmox_specs_specs, 1);
 
