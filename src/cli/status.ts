@@ -164,26 +164,9 @@ export function decodeLeaseSpec(protoSpec: Uint8Array, _metadata: ResourceMetada
   return { ...(holder !== undefined ? { holder } : {}), ...(Object.keys(detail).length > 0 ? { detail } : {}) };
 }
 
-/**
- * Addresses the private state records for a request. The static-address fields live in numbers 110-119 of the private
- * state (another change adds them); until this build knows them they arrive as unknown fields. Both are shown
- * generically: every string (or nested string) in fields 110-119. Extend here once the fields have a meaning.
- */
+/** The static addresses the private state records for a request (field 110), as `net<N> <address>/<prefix>`. */
 export function stateAddresses(spec: MachineSpec): string[] {
-  const out: string[] = [];
-  for (const field of MachineSpecSchema.fields) {
-    if (field.number < 110 || field.number > 119) continue;
-    const value = (spec as unknown as Record<string, unknown>)[field.localName];
-    collectStrings(value, out);
-  }
-  for (const u of spec.$unknown ?? []) {
-    if (u.no < 110 || u.no > 119 || u.wireType !== WireType.LengthDelimited) continue;
-    const bytes = new BinaryReader(u.data).bytes();
-    const text = printable(bytes);
-    if (text !== undefined) out.push(text);
-    else out.push(...nestedStrings(bytes));
-  }
-  return out;
+  return spec.nicAddresses.map((a) => `net${a.nic} ${a.address}`);
 }
 
 function collectStrings(value: unknown, out: string[]): void {

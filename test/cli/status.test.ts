@@ -50,10 +50,15 @@ beforeAll(async () => {
   });
   omni.controllers.createMachineRequest('workers', { talosVersion: 'v1.11.5' }, 'workers-abc123');
   writeStatus('workers-abc123', MachineRequestStatusSpec_Stage.PROVISIONED, '', 'Provision Complete');
-  const w = new BinaryWriter();
-  w.tag(110, WireType.LengthDelimited).string('10.20.0.11/24');
-  const base = toBinary(MachineSpecSchema, create(MachineSpecSchema, { uuid: '11111111-2222-4333-8444-555555555555', node: 'pve1', vmid: 300, volumeId: TALOS, isoStorage: 'nfs-iso' }));
-  writeState('workers-abc123', new Uint8Array([...base, ...w.finish()]), 'startVM');
+  const spec = create(MachineSpecSchema, {
+    uuid: '11111111-2222-4333-8444-555555555555',
+    node: 'pve1',
+    vmid: 300,
+    volumeId: TALOS,
+    isoStorage: 'nfs-iso',
+    nicAddresses: [{ nic: 0, address: '10.20.0.11/24', mac: '0a:00:00:00:00:01' }],
+  });
+  writeState('workers-abc123', toBinary(MachineSpecSchema, spec), 'startVM');
 
   // Request 2: failed at syncVM, no VM.
   omni.controllers.createMachineRequest('workers', { talosVersion: 'v1.11.5' }, 'workers-def456');
@@ -117,7 +122,7 @@ describe('status', () => {
     expect(r.housekeeping).toMatchObject({ intervalSeconds: 600, removeOrphanVms: false, removeUnusedIsos: false });
     expect(r.proxmox).toMatchObject({ ok: true, quorate: true, nodes: [{ node: 'pve1', status: 'online' }, { node: 'pve2', status: 'online' }, { node: 'pve3', status: 'online' }] });
     expect(r.requests).toEqual([
-      expect.objectContaining({ id: 'workers-abc123', stage: 'PROVISIONED', step: 'startVM', node: 'pve1', vmid: 300, error: '', addresses: ['10.20.0.11/24'] }),
+      expect.objectContaining({ id: 'workers-abc123', stage: 'PROVISIONED', step: 'startVM', node: 'pve1', vmid: 300, error: '', addresses: ['net0 10.20.0.11/24'] }),
       expect.objectContaining({ id: 'workers-def456', stage: 'FAILED', step: 'syncVM', node: 'pve2', vmid: 301, error: 'syncVM: storage local-lvm is full\n(second line)', addresses: [] }),
     ]);
     expect(r.requests[0]!.ageSeconds).toBeGreaterThanOrEqual(0);
@@ -145,7 +150,7 @@ describe('status', () => {
       expect(text).toMatch(/^lease {5}held by provider-b\/4711, renewed \d+s ago$/m);
       expect(text).toMatch(/^proxmox .* OK, Proxmox VE \S+, quorate, 3\/3 node\(s\) online: pve1 online, pve2 online, pve3 online$/m);
       expect(text).toMatch(/^REQUEST\s+STAGE\s+STEP\s+NODE\s+VMID\s+AGE\s+ADDRESSES\s+LAST ERROR$/m);
-      expect(text).toMatch(/^workers-abc123\s+PROVISIONED\s+startVM\s+pve1\s+300\s+\d+s\s+10\.20\.0\.11\/24\s+-$/m);
+      expect(text).toMatch(/^workers-abc123\s+PROVISIONED\s+startVM\s+pve1\s+300\s+\d+s\s+net0 10\.20\.0\.11\/24\s+-$/m);
       expect(text).toMatch(/^workers-def456\s+FAILED\s+syncVM\s+pve2\s+301\s+\d+s\s+-\s+syncVM: storage local-lvm is full \(second line\)$/m);
       expect(text).toMatch(/^310\s+pve2\s+workers-zzz999\s+99999999-8888-4777-8666-555555555555\s+stopped\s+-$/m);
       expect(text).not.toMatch(/workers-yyy888/);
@@ -198,16 +203,9 @@ describe('status', () => {
     w.tag(3, WireType.Varint).uint64(7n);
     w.tag(4, WireType.LengthDelimited).string('host-a/42');
     expect(decodeLeaseSpec(w.finish(), meta)).toEqual({ holder: 'host-a/42', detail: { 'field 3': '7', 'field 4': 'host-a/42' } });
-    // An address nested in a message (field 111 { 1: "10.0.0.9/24", 2: "10.0.0.1" }) and a plain one (field 110).
-    const inner = new BinaryWriter();
-    inner.tag(1, WireType.LengthDelimited).string('10.0.0.9/24');
-    inner.tag(2, WireType.LengthDelimited).string('10.0.0.1');
-    const outer = new BinaryWriter();
-    outer.tag(110, WireType.LengthDelimited).string('fd00::9/64');
-    outer.tag(111, WireType.LengthDelimited).bytes(inner.finish());
-    outer.tag(120, WireType.LengthDelimited).string('not an address field');
-    const spec = fromBinary(MachineSpecSchema, outer.finish());
-    expect(stateAddresses(spec)).toEqual(['fd00::9/64', '10.0.0.9/24', '10.0.0.1']);
+    // The static addresses of field 110, per NIC.
+    const spec = create(MachineSpecSchema, { nicAddresses: [{ nic: 0, address: '10.0.0.9/24' }, { nic: 2, address: 'fd00::9/64' }] });
+    expect(stateAddresses(spec)).toEqual(['net0 10.0.0.9/24', 'net2 fd00::9/64']);
   });
 
   it('refuses a missing configuration and --json=x with exit 2 (through the CLI dispatcher)', async () => {
