@@ -41,6 +41,9 @@ export const SETTING_KEYS = [
   'provider.healthListen',
   'provider.logLevel',
   'provider.heartbeatIntervalSeconds',
+  'provider.leaseDurationSeconds',
+  'provider.leaseRenewDeadlineSeconds',
+  'provider.leaseRetryPeriodSeconds',
 ] as const;
 
 export type SettingKey = (typeof SETTING_KEYS)[number];
@@ -213,6 +216,32 @@ export const SETTINGS: readonly SettingSpec[] = [
     env: 'PROVIDER_HEARTBEAT_INTERVAL_SECONDS',
     default: '10',
     meaning: 'Seconds between heartbeats to Omni (1-25; Omni marks a provider disconnected after about 30 s of silence).',
+  },
+  {
+    key: 'provider.leaseDurationSeconds',
+    kind: 'integer',
+    flag: 'lease-duration-seconds',
+    env: 'PROVIDER_LEASE_DURATION_SECONDS',
+    default: '15',
+    meaning:
+      'Leader lease: a standby takes over after seeing the lease unchanged this long (2-300; more than the renew deadline).',
+  },
+  {
+    key: 'provider.leaseRenewDeadlineSeconds',
+    kind: 'integer',
+    flag: 'lease-renew-deadline-seconds',
+    env: 'PROVIDER_LEASE_RENEW_DEADLINE_SECONDS',
+    default: '10',
+    meaning:
+      'Leader lease: the holder stops acting when its last successful renewal was sent this long ago (less than the duration).',
+  },
+  {
+    key: 'provider.leaseRetryPeriodSeconds',
+    kind: 'integer',
+    flag: 'lease-retry-period-seconds',
+    env: 'PROVIDER_LEASE_RETRY_PERIOD_SECONDS',
+    default: '2',
+    meaning: 'Leader lease: how often the holder renews and a standby re-reads the lease (less than the renew deadline).',
   },
 ];
 

@@ -106,6 +106,10 @@ function metadataRecord(md: grpc.Metadata): CallMetadata {
   return out;
 }
 
+function userAgentOf(md: grpc.Metadata): string {
+  return md.get('user-agent').filter((v): v is string => typeof v === 'string').join(' ');
+}
+
 function normalizeVersion(version: string): string {
   return version.startsWith('v') ? version : `v${version}`;
 }
@@ -150,7 +154,7 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
   };
 
   const authorize = async (path: string, md: grpc.Metadata): Promise<Caller> => {
-    const fault = faults.errorFor(path);
+    const fault = faults.errorFor(path, userAgentOf(md));
     if (fault) throw fault;
     return keys.authenticate(path, metadataRecord(md));
   };
@@ -254,7 +258,7 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
             handle?.cancel();
             send([{ type: 'errored', error: fault.message }]);
           }
-        });
+        }, userAgentOf(call.metadata));
       })
       .catch(fail);
   };

@@ -47,6 +47,8 @@ export interface RequestRecord {
   params: Record<string, string>;
   status: number;
   authid?: string;
+  /** The request's User-Agent header (the provider puts its instance ID there: tells two instances' calls apart). */
+  userAgent?: string;
 }
 
 export interface SimEvent {
@@ -135,6 +137,7 @@ export class PveSim {
     const headers = lowerHeaders(req.headers ?? {});
     const [rawPath, rawQuery] = splitQuery(req.path);
     const record: RequestRecord = { atMs: this.clock.now(), method, path: rawPath, params: {}, status: 0 };
+    if (headers['user-agent'] !== undefined) record.userAgent = headers['user-agent'];
     this.requests.push(record);
     const done = (res: SimResponse): SimResponse => {
       record.status = res.status;
