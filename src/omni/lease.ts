@@ -161,6 +161,8 @@ export class LeaderElector {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private stopped = false;
+  /** Set when a lease call succeeds after failures: the next observation is logged. */
+  private recovered = false;
   private loop: Promise<void> | undefined;
   private watch: { close(): void } | undefined;
   private readonly st: LeaseStatus = { role: 'standby', lease: undefined, omniOk: false, lastContactMs: undefined, lastError: '', acquisitions: 0 };
@@ -273,6 +275,7 @@ export class LeaderElector {
   }
 
   private contact(): void {
+    if (!this.st.omniOk && this.st.lastError !== '') this.recovered = true;
     this.st.omniOk = true;
     this.st.lastContactMs = this.mono();
     this.st.lastError = '';
@@ -374,6 +377,11 @@ export class LeaderElector {
     }
     if (res) this.st.lease = decodeLease(res);
     else this.st.lease = undefined;
+    if (this.recovered) {
+      this.recovered = false;
+      const lease = this.st.lease;
+      this.log.info({ holder: lease ? describeHolder(lease) : 'none', leading: this.leading }, 'Omni answers the leader lease calls again');
+    }
   }
 
   private acquired(stored: LeaseResource, sentAt: number, why: string): void {
