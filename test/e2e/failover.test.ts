@@ -1,8 +1,8 @@
 // Two daemon processes with the same provider ID against the in-process Omni and the Proxmox simulator: one holds
 // the leader lease and acts, the other stands by. The leader is killed (SIGKILL), frozen (SIGSTOP, later SIGCONT),
 // or cut off from Omni while it still reaches Proxmox. Invariants:
-// - never two acting at once: every Proxmox write arrives while Omni's lease names its sender (the instance ID is in
-//   each request's User-Agent, checked as the request arrives at the simulator);
+// - never two acting at once: every Proxmox write and every Omni write (the lease aside) arrives while Omni's lease
+//   names its sender (the instance ID is in each call's User-Agent, checked as the call arrives);
 // - no request lost: every live request ends PROVISIONED with exactly one VM, the standby resuming in-flight
 //   requests from their private state.
 // The creates are held in Proxmox (`lock: create`) when the fault hits, so the take-over always has work in flight.
@@ -40,19 +40,29 @@ function leaseHolder(world: World): string {
   return res ? fromBinary(LeaseSpecSchema, res.spec.protoSpec).holderInstance : '';
 }
 
-/** Records every Proxmox write as it arrives: its sender (from the User-Agent) and who Omni's lease named then. */
+/**
+ * Records every Proxmox write and every Omni write (but the lease's own) as it arrives: its sender (the instance ID in
+ * its User-Agent) and who Omni's lease named at that moment.
+ */
 function writeLog(world: World): { writes: Array<{ by: string; holder: string; what: string }>; violations(): string[]; by(instance: string): number; stop(): void } {
   const writes: Array<{ by: string; holder: string; what: string }> = [];
-  const stop = world.sim.onArrival((r) => {
+  const sender = (agent: string | undefined) => /instance\/(\S+)/.exec(agent ?? '')?.[1] ?? `(no instance: ${agent ?? 'no user agent'})`;
+  const stopPve = world.sim.onArrival((r) => {
     if (!isWriteCall(r)) return;
-    const by = /instance\/(\S+)/.exec(r.userAgent ?? '')?.[1] ?? `(no instance: ${r.userAgent ?? 'no user agent'})`;
-    writes.push({ by, holder: leaseHolder(world), what: `${r.method} ${r.path}` });
+    writes.push({ by: sender(r.userAgent), holder: leaseHolder(world), what: `Proxmox ${r.method} ${r.path}` });
+  });
+  const stopOmni = world.omni.onWriteCall((w) => {
+    if (w.type === LEASE_TYPE) return;
+    writes.push({ by: sender(w.userAgent), holder: leaseHolder(world), what: `Omni ${w.path.slice(w.path.lastIndexOf('/') + 1)} ${w.type}/${w.id}` });
   });
   return {
     writes,
     violations: () => writes.filter((w) => w.by !== w.holder).map((w) => `${w.what} by ${w.by} while the lease named ${w.holder || 'nobody'}`),
     by: (instance) => writes.filter((w) => w.by === instance).length,
-    stop,
+    stop: () => {
+      stopPve();
+      stopOmni();
+    },
   };
 }
 
@@ -128,6 +138,7 @@ describe('two instances: one acts, the other takes over', () => {
       world.sim.faults.remove(hold);
       world.sim.releaseStuckTasks({ type: 'qmcreate' });
       await expectAllProvisioned(world, ids);
+      expect(log.violations()).toEqual([]);
 
       // B resumed A's requests from their private state (at the checkpointed step) and created no second VM.
       expect(firstStepsOf(b, ids)).toEqual(checkpoints);
@@ -161,6 +172,7 @@ describe('two instances: one acts, the other takes over', () => {
       // One more request after the resume: served by B, A stays standby.
       world.omni.controllers.createMachineRequest('stop', { talosVersion: 'v1.11.5', providerData: SMALL_VM }, 'stop-late');
       await expectAllProvisioned(world, [...ids, 'stop-late']);
+      expect(log.violations()).toEqual([]);
 
       expect(firstStepsOf(b, ids)).toEqual(checkpoints);
       expect(log.violations()).toEqual([]);
