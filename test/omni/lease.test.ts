@@ -190,6 +190,33 @@ describe('leader lease', () => {
     }
   });
 
+  it('a create that loses to another instance (ALREADY_EXISTS) leaves that one holding the lease', async ({ signal }) => {
+    const f = await startOmniFixture({}, { signal });
+    const clock = new FakeMonotonic();
+    const changes = new Changes();
+    const overlap: string[] = [];
+    const b = await instance(f, 'b', clock, changes, overlap);
+    const creates = () => f.omni.callCounts()['/cosi.resource.State/Create'] ?? 0;
+    try {
+      // Another instance has just created the lease; B's first read still lags behind that create (as two instances
+      // starting together would see it), so B creates too and loses.
+      const other = create(LeaseSpecSchema, { holderInstance: 'inst-other', holderHostname: 'elsewhere', holderPid: 7, leaseDurationSeconds: 10 });
+      await f.client.state.create(KIND, newResource(KIND, LEASE_ID, other), { owner: leaseOwner('proxmox') });
+      f.omni.faults.serveStaleReads(KIND.type, 1);
+      await b.elector.start();
+      expect(creates()).toBe(2);
+      expect(b.elector.canAct()).toBe(false);
+      expect(b.elector.status().omniOk).toBe(true);
+      await f.eventually(() => b.elector.status().lease?.holderInstance === 'inst-other', 'B to read the lease it lost', [changes.trigger]);
+      expect(b.elector.canAct()).toBe(false);
+      expect(overlap).toEqual([]);
+    } finally {
+      await b.elector.stop();
+      b.client.close();
+      await f.close();
+    }
+  });
+
   it('a holder that stops releases the lease: the standby takes it at once, without waiting for it to expire', async ({ signal }) => {
     const f = await startOmniFixture({}, { signal });
     const clock = new FakeMonotonic();
