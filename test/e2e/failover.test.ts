@@ -1,6 +1,6 @@
 // Two daemon processes with the same provider ID against the in-process Omni and the Proxmox simulator: one holds
 // the leader lease and acts, the other stands by. The leader is killed (SIGKILL), frozen (SIGSTOP, later SIGCONT),
-// or cut off from Omni while it still reaches Proxmox. Invariants:
+// cut off from Omni while it still reaches Proxmox, or stopped with SIGTERM (an upgrade). Invariants:
 // - never two acting at once: every Proxmox write and every Omni write (the lease aside) arrives while Omni's lease
 //   names its sender (the instance ID is in each call's User-Agent, checked as the call arrives);
 // - no request lost: every live request ends PROVISIONED with exactly one VM, the standby resuming in-flight
@@ -223,6 +223,33 @@ describe('two instances: one acts, the other takes over', () => {
         expect(leaseHolder(world)).toBe(idB);
       }
       console.log(`failover after cutting the leader off from Omni: ${failoverSeconds(cutAt, acquired)} s`);
+      log.stop();
+    });
+  }, 150_000);
+
+  it('leader stopped with SIGTERM (an upgrade): it finishes its steps, releases the lease, and the standby takes over at once', async ({ signal }) => {
+    await withWorld({ signal }, async (world, spawnDaemon) => {
+      const log = writeLog(world);
+      const { a, b, idB } = await startPair(spawnDaemon);
+      const hold = world.sim.faults.onTask({ type: 'qmcreate' }, { kind: 'stuck' }, { times: Infinity });
+      const ids = await requestsInFlight(world, 'term', 2);
+
+      a.kill('SIGTERM');
+      await a.waitForLog('stopping: no new work; waiting for in-flight steps');
+      // The creates end while A is stopping: A's steps finish and checkpoint before it lets the lease go.
+      world.sim.faults.remove(hold);
+      world.sim.releaseStuckTasks({ type: 'qmcreate' });
+      const exit = await a.exited;
+      expect(exit.code).toBe(0);
+      const released = a.logs('leader lease released')[0];
+      expect(released).toBeDefined();
+      const acquired = await b.waitForLog(ACQUIRED);
+      expect(acquired.reason).toBe('the lease was released');
+      await expectAllProvisioned(world, ids);
+      expect(log.violations()).toEqual([]);
+      expect(log.by(idB)).toBeGreaterThan(0);
+      expect(world.sim.tasks({ type: 'qmcreate' })).toHaveLength(ids.length);
+      console.log(`hand-over after SIGTERM: ${failoverSeconds(Date.parse(String(released!.time)), acquired)} s from the release to the standby acting`);
       log.stop();
     });
   }, 150_000);
