@@ -161,6 +161,8 @@ export class LeaderElector {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private stopped = false;
+  /** This process has seen the lease exist (a later absence means it was deleted, not that none was ever taken). */
+  private sawLease = false;
   /** Set when a lease call succeeds after failures: the next observation is logged. */
   private recovered = false;
   private loop: Promise<void> | undefined;
@@ -313,6 +315,12 @@ export class LeaderElector {
     this.observe(found);
     const me = this.opts.identity;
     if (found === undefined) {
+      // No lease yet: create it. But a lease this process has seen disappear (deleted by hand) may still be held by
+      // an instance that has not noticed: wait one lease duration from its disappearance, as for an expiry.
+      if (this.sawLease && this.mono() - this.observedAt < this.timing.durationMs) {
+        this.emit();
+        return;
+      }
       const fresh = newResource(this.kind, LEASE_ID, this.spec(undefined));
       const sentAt = this.mono();
       try {
@@ -375,6 +383,7 @@ export class LeaderElector {
       this.observedKey = key;
       this.observedAt = this.mono();
     }
+    if (res) this.sawLease = true;
     if (res) this.st.lease = decodeLease(res);
     else this.st.lease = undefined;
     if (this.recovered) {

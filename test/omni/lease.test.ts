@@ -241,6 +241,39 @@ describe('leader lease', () => {
     }
   });
 
+  it('a lease deleted by hand is not re-created before it would have expired: its holder may not have noticed yet', async ({ signal }) => {
+    const f = await startOmniFixture({}, { signal });
+    const clock = new FakeMonotonic();
+    const changes = new Changes();
+    const overlap: string[] = [];
+    const a = await instance(f, 'a', clock, changes, overlap);
+    const b = await instance(f, 'b', clock, changes, overlap);
+    const seenByB = () => seen(f, b, changes);
+    try {
+      await a.elector.start();
+      await b.elector.start();
+      await seenByB();
+      a.client.close(); // A cannot renew (nor notice the deletion) any more
+      f.omni.store.destroy('infra-provider:proxmox', KIND.type, LEASE_ID, { owner: leaseOwner('proxmox') });
+      await f.eventually(() => b.elector.status().omniOk && b.elector.status().lease === undefined, 'B to see the lease gone', [changes.trigger]);
+      const creates = f.omni.callCounts()['/cosi.resource.State/Create'] ?? 0;
+      clock.advance(9_000);
+      // Several rounds later B still waits (A's renew deadline, 6 s, has passed, but B counts from the deletion).
+      const reads = f.omni.callCounts()['/cosi.resource.State/Get'] ?? 0;
+      await f.eventually(() => (f.omni.callCounts()['/cosi.resource.State/Get'] ?? 0) > reads + 3, 'more rounds of B');
+      expect(f.omni.callCounts()['/cosi.resource.State/Create'] ?? 0).toBe(creates);
+      expect(b.elector.canAct()).toBe(false);
+      clock.advance(1_001);
+      await f.eventually(() => b.elector.canAct(), 'B to create the lease anew', [changes.trigger]);
+      expect(overlap).toEqual([]);
+    } finally {
+      await b.elector.stop();
+      await a.elector.stop();
+      b.client.close();
+      await f.close();
+    }
+  });
+
   it('the fence refuses Omni writes (not the lease) and Proxmox writes before they are sent', async ({ signal }) => {
     const f = await startOmniFixture({}, { signal });
     const sim = new PveSim({ fixture: testFixture(), clock: new ScaledClock(0.01) });
