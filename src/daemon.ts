@@ -20,6 +20,7 @@ import {
   recordPveTasks,
   startOpsServer,
   trackRequestPhases,
+  type HealthReport,
   type ProviderMetrics,
 } from './ops/index.js';
 import { PveClient } from './proxmox/client.js';
@@ -51,6 +52,8 @@ export interface RunningDaemon {
   metrics: ProviderMetrics;
   /** URL of the ops endpoint, when it is on. */
   opsUrl?: string;
+  /** What `/readyz` reports (role and checks). */
+  health(): HealthReport;
   /** Resolves when the provider could not start after taking the lease for a reason no retry fixes (bad key, ...). */
   failed: Promise<Error>;
   stop(): Promise<void>;
@@ -259,6 +262,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
   }
 
   const electorRef = elector;
+  let stopped: Promise<void> | undefined;
   return {
     get provider(): RunningProvider {
       if (!provider) throw new Error('this instance is a standby: another instance holds the leader lease');
@@ -274,20 +278,24 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     omni,
     metrics,
     failed,
+    health: () => checks.report(),
     ...(ops ? { opsUrl: ops.url } : {}),
-    async stop() {
-      stopping = true;
-      clearInterval(healthTimer);
-      // The provider stops first, while the lease is still renewed, so in-flight steps may finish or checkpoint;
-      // then the election stops and the lease is released for a standby to take at once.
-      term?.abort();
-      await transitions;
-      await stopProvider();
-      await electorRef.stop();
-      await transitions;
-      await standbyCheck;
-      await ops?.close();
-      await closeClients();
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        clearInterval(healthTimer);
+        // The provider stops first, while the lease is still renewed, so in-flight steps may finish or checkpoint;
+        // then the election stops and the lease is released for a standby to take at once.
+        term?.abort();
+        await transitions;
+        await stopProvider();
+        await electorRef.stop();
+        await transitions;
+        await standbyCheck;
+        await ops?.close();
+        await closeClients();
+      })();
+      return stopped;
     },
   };
 }
