@@ -274,6 +274,31 @@ describe('leader lease', () => {
     }
   });
 
+  it('a single instance cut off from Omni past its deadline stops acting, and takes its own lease back when Omni answers', async ({ signal }) => {
+    const f = await startOmniFixture({}, { signal });
+    const clock = new FakeMonotonic();
+    const changes = new Changes();
+    const overlap: string[] = [];
+    const a = await instance(f, 'a', clock, changes, overlap);
+    try {
+      await a.elector.start();
+      f.omni.faults.isolate('instance/inst-a');
+      await f.eventually(() => a.elector.status().omniOk === false, 'A to notice that Omni is gone', [changes.trigger]);
+      clock.advance(6_000);
+      await f.eventually(() => a.stopped.length === 1, 'A to stop acting', [changes.trigger]);
+      expect(a.elector.canAct()).toBe(false);
+      f.omni.faults.rejoin('instance/inst-a');
+      // No wait for an expiry: the lease still names A.
+      await f.eventually(() => a.elector.canAct(), 'A to take its lease back', [changes.trigger]);
+      expect(a.started).toBe(2);
+      expect((await readLease(f.client.state, 'proxmox'))?.transitions).toBe(0);
+    } finally {
+      await a.elector.stop();
+      a.client.close();
+      await f.close();
+    }
+  });
+
   it('the fence refuses Omni writes (not the lease) and Proxmox writes before they are sent', async ({ signal }) => {
     const f = await startOmniFixture({}, { signal });
     const sim = new PveSim({ fixture: testFixture(), clock: new ScaledClock(0.01) });
