@@ -47,8 +47,14 @@ export default async function run(argv: string[]): Promise<number> {
     process.stderr.write(`error: ${message}\n`);
     return 2;
   }
-  const sig = await interrupted;
-  log.info({ signal: sig }, 'stopping: no new work; waiting for in-flight steps');
+  const ended = await Promise.race([interrupted.then((signal) => ({ signal })), daemon.failed.then((err) => ({ err }))]);
+  if ('err' in ended) {
+    const message = explainStartupError(ended.err, cfg.provider.id);
+    process.stderr.write(`error: ${message}\n`);
+    await daemon.stop();
+    return 2;
+  }
+  log.info({ signal: ended.signal }, 'stopping: no new work; waiting for in-flight steps');
   await daemon.stop();
   log.info('stopped');
   return 0;

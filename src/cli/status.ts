@@ -3,25 +3,21 @@
 // Proxmox health, every machine request (stage, step, node, VMID, age, last error, addresses), orphaned VMs and the
 // ISO usage per storage. Read-only. Exit 0 when Omni and Proxmox both answered, 1 otherwise, 2 for usage errors.
 import { readFileSync } from 'node:fs';
-import { toBinary, type DescMessage } from '@bufbuild/protobuf';
-import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
-import { EmptySchema } from '@bufbuild/protobuf/wkt';
 import { daemonUsage, loadConfig, type LiveConfig } from '../config/index.js';
 import { connectOmni, type OmniClient } from '../cosi/omni-client.js';
 import {
+  providerLeaseKind,
   ANNOTATION_STEP,
   LABEL_INFRA_PROVIDER_ID,
   MachineRequestKind,
   MachineRequestStatusKind,
   providerMachineKind,
-  providerNamespace,
-  type ResourceKind,
-  type ResourceMetadata,
 } from '../cosi/resources.js';
 import { decodeServiceAccountKey } from '../cosi/signing.js';
 import { MachineRequestStatusSpec_Stage } from '../gen/omni/specs/infra_pb.js';
-import { MachineSpecSchema, type MachineSpec } from '../gen/proxmox/specs/specs_pb.js';
+import type { MachineSpec } from '../gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../log.js';
+import { decodeLease, describeHolder } from '../omni/lease.js';
 import { isUnused, scanHousekeeping, type HousekeepingScan, type HousekeepingSettings, type OmniRecords, type OrphanVm, type OurIso } from '../ops/housekeeping.js';
 import { PveClient } from '../proxmox/client.js';
 import { UsageError } from './usage.js';
@@ -131,85 +127,9 @@ export default (argv: string[]): Promise<number> => status(argv);
 // ---------------------------------------------------------------------------------------------------------------
 // Collecting
 
-/** The lease type of the leader lease (issue 11, part 1): `Lease.<id>.infraprovider.sidero.dev` in `infra-provider:<id>`. */
-export function leaseKind(providerId: string): ResourceKind<typeof EmptySchema> {
-  // Read with an empty message type: the spec's fields are kept as unknown fields and handed to decodeLeaseSpec.
-  return { namespace: providerNamespace(providerId), type: `Lease.${providerId}.infraprovider.sidero.dev`, spec: EmptySchema };
-}
-
-/**
- * LEASE DECODER: turns the lease resource's spec (its protobuf bytes) into the holder. The lead wires this to the lease
- * module's own decoder; until then it reads the encoding generically: the first string field is taken as the holder,
- * and every field is listed (numbers as decimals, strings as text).
- */
-export function decodeLeaseSpec(protoSpec: Uint8Array, _metadata: ResourceMetadata): LeaseView {
-  const detail: Record<string, string> = {};
-  let holder: string | undefined;
-  try {
-    const r = new BinaryReader(protoSpec);
-    while (r.pos < r.len) {
-      const [no, wt] = r.tag();
-      if (wt === WireType.Varint) detail[`field ${no}`] = r.uint64().toString();
-      else if (wt === WireType.LengthDelimited) {
-        const text = printable(r.bytes());
-        if (text !== undefined) {
-          detail[`field ${no}`] = text;
-          holder ??= text;
-        }
-      } else r.skip(wt, no);
-    }
-  } catch {
-    // Not protobuf: nothing more to show than that a lease exists.
-  }
-  return { ...(holder !== undefined ? { holder } : {}), ...(Object.keys(detail).length > 0 ? { detail } : {}) };
-}
-
 /** The static addresses the private state records for a request (field 110), as `net<N> <address>/<prefix>`. */
 export function stateAddresses(spec: MachineSpec): string[] {
   return spec.nicAddresses.map((a) => `net${a.nic} ${a.address}`);
-}
-
-function collectStrings(value: unknown, out: string[]): void {
-  if (typeof value === 'string') {
-    if (value !== '') out.push(value);
-  } else if (Array.isArray(value)) {
-    for (const v of value) collectStrings(v, out);
-  } else if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) if (!k.startsWith('$')) collectStrings(v, out);
-  }
-}
-
-/** Printable strings inside a nested message (best effort). */
-function nestedStrings(bytes: Uint8Array): string[] {
-  const out: string[] = [];
-  try {
-    const r = new BinaryReader(bytes);
-    while (r.pos < r.len) {
-      const [no, wt] = r.tag();
-      if (wt !== WireType.LengthDelimited) {
-        r.skip(wt, no);
-        continue;
-      }
-      const inner = r.bytes();
-      const text = printable(inner);
-      if (text !== undefined) out.push(text);
-      else out.push(...nestedStrings(inner));
-    }
-  } catch {
-    // Not a message.
-  }
-  return out;
-}
-
-function printable(bytes: Uint8Array): string | undefined {
-  if (bytes.length === 0) return undefined;
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    return undefined;
-  }
-  return /^[^\u0000-\u001f\u007f]+$/.test(text) ? text : undefined;
 }
 
 const STAGES: Record<number, string> = {
@@ -253,7 +173,7 @@ export async function collectStatus(cfg: LiveConfig, opts: { now: () => number; 
         st.list(MachineRequestKind, { labels: { [LABEL_INFRA_PROVIDER_ID]: id } }),
         st.list(MachineRequestStatusKind, { labels: { [LABEL_INFRA_PROVIDER_ID]: id } }),
         st.list(providerMachineKind(id)),
-        st.list(leaseKind(id)),
+        st.list(providerLeaseKind(id)),
       ]),
       'Omni',
     );
@@ -261,14 +181,21 @@ export async function collectStatus(cfg: LiveConfig, opts: { now: () => number; 
     records = { requestIds: new Set(requests.map((r) => r.metadata.id)), states: new Map(states.map((s) => [s.metadata.id, s])) };
     const lease = leases[0];
     if (lease) {
-      const view = decodeLeaseSpec(toBinary(EmptySchema as DescMessage, lease.spec), lease.metadata);
+      const view = decodeLease(lease);
       const renewed = lease.metadata.updated ? `, renewed ${ago(opts.now() - lease.metadata.updated.getTime())} ago` : '';
+      const holder = describeHolder(view);
       report.omni.lease = {
-        text: view.holder !== undefined ? `held by ${view.holder}${renewed}` : `a lease exists (holder not decoded)${renewed}`,
-        ...view,
+        text: view.holderInstance === '' ? `released${renewed}` : `held by ${holder}${renewed}`,
+        holder,
+        detail: {
+          version: view.holderVersion,
+          durationSeconds: String(view.durationSeconds),
+          renewDeadlineSeconds: String(view.renewDeadlineSeconds),
+          transitions: String(view.transitions),
+        },
       };
     } else {
-      report.omni.lease = { text: 'no lease (single instance)' };
+      report.omni.lease = { text: 'no lease (no instance has taken one yet)' };
     }
     const statusById = new Map(statuses.map((s) => [s.metadata.id, s]));
     const ids = [...new Set([...requests.map((r) => r.metadata.id), ...states.map((s) => s.metadata.id)])].sort();

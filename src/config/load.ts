@@ -35,6 +35,10 @@ export interface ProviderSettings {
   healthListen: ListenAddress | null;
   logLevel: LogLevel;
   heartbeatIntervalSeconds: number;
+  /** Leader lease timing (src/omni/lease.ts): retry period < renew deadline < duration. */
+  leaseDurationSeconds: number;
+  leaseRenewDeadlineSeconds: number;
+  leaseRetryPeriodSeconds: number;
 }
 
 export interface OmniSettings {
@@ -437,6 +441,19 @@ function buildProviderSettings(
     if (!(err instanceof ListenAddressError)) throw err;
     problems.push(`${originOf(raw, 'provider.healthListen')}: ${err.message}`);
   }
+  const leaseDurationSeconds = int('provider.leaseDurationSeconds', 2, 300, 'it bounds how long requests wait after the leader dies');
+  const leaseRenewDeadlineSeconds = int('provider.leaseRenewDeadlineSeconds', 1, 299, 'the holder must stop acting before a standby may take over');
+  const leaseRetryPeriodSeconds = int('provider.leaseRetryPeriodSeconds', 1, 298, 'the holder must renew several times per renew deadline');
+  if (leaseRenewDeadlineSeconds >= leaseDurationSeconds) {
+    problems.push(
+      `${originOf(raw, 'provider.leaseRenewDeadlineSeconds')} (${leaseRenewDeadlineSeconds}) must be less than ${originOf(raw, 'provider.leaseDurationSeconds')} (${leaseDurationSeconds}): a holder cut off from Omni must stop acting before another instance may take the lease`,
+    );
+  }
+  if (leaseRetryPeriodSeconds >= leaseRenewDeadlineSeconds) {
+    problems.push(
+      `${originOf(raw, 'provider.leaseRetryPeriodSeconds')} (${leaseRetryPeriodSeconds}) must be less than ${originOf(raw, 'provider.leaseRenewDeadlineSeconds')} (${leaseRenewDeadlineSeconds}): the holder renews every retry period and needs more than one try before its deadline`,
+    );
+  }
   return {
     id,
     name: str('provider.name') || 'Proxmox',
@@ -451,6 +468,9 @@ function buildProviderSettings(
       25,
       'Omni marks a provider disconnected after about 30 s without a heartbeat',
     ),
+    leaseDurationSeconds,
+    leaseRenewDeadlineSeconds,
+    leaseRetryPeriodSeconds,
   };
 }
 

@@ -24,6 +24,9 @@ export interface RedactedConfig {
     healthListen: string;
     logLevel: string;
     heartbeatIntervalSeconds: number;
+    leaseDurationSeconds: number;
+    leaseRenewDeadlineSeconds: number;
+    leaseRetryPeriodSeconds: number;
   };
   housekeeping: DaemonConfig['housekeeping'];
   sources: Record<SettingKey, SettingSource>;

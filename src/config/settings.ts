@@ -47,6 +47,9 @@ export const SETTING_KEYS = [
   'housekeeping.orphanVmGraceSeconds',
   'housekeeping.removeUnusedIsos',
   'housekeeping.talosIsoMinAgeSeconds',
+  'provider.leaseDurationSeconds',
+  'provider.leaseRenewDeadlineSeconds',
+  'provider.leaseRetryPeriodSeconds',
 ] as const;
 
 export type SettingKey = (typeof SETTING_KEYS)[number];
@@ -255,6 +258,32 @@ export const SETTINGS: readonly SettingSpec[] = [
     env: 'HOUSEKEEPING_TALOS_ISO_MIN_AGE_SECONDS',
     default: '604800',
     meaning: 'A Talos ISO no VM uses is removed only when its file is at least this old (3600-31536000).',
+  },
+  {
+    key: 'provider.leaseDurationSeconds',
+    kind: 'integer',
+    flag: 'lease-duration-seconds',
+    env: 'PROVIDER_LEASE_DURATION_SECONDS',
+    default: '15',
+    meaning:
+      'Leader lease: a standby takes over after seeing the lease unchanged this long (2-300; more than the renew deadline).',
+  },
+  {
+    key: 'provider.leaseRenewDeadlineSeconds',
+    kind: 'integer',
+    flag: 'lease-renew-deadline-seconds',
+    env: 'PROVIDER_LEASE_RENEW_DEADLINE_SECONDS',
+    default: '10',
+    meaning:
+      'Leader lease: the holder stops acting when its last successful renewal was sent this long ago (less than the duration).',
+  },
+  {
+    key: 'provider.leaseRetryPeriodSeconds',
+    kind: 'integer',
+    flag: 'lease-retry-period-seconds',
+    env: 'PROVIDER_LEASE_RETRY_PERIOD_SECONDS',
+    default: '2',
+    meaning: 'Leader lease: how often the holder renews and a standby re-reads the lease (less than the renew deadline).',
   },
 ];
 

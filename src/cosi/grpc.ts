@@ -77,6 +77,11 @@ export interface ChannelSettings {
    * private CA of an Omni behind an internal proxy (`omni.caFile`).
    */
   caCertificates?: Buffer | string;
+  /**
+   * Sent first in the `user-agent` header of every call (grpc-js appends its own token), e.g.
+   * `omni-infra-provider-proxmox/1.2.3 instance/<id>`: tells two instances of the provider apart in Omni's logs.
+   */
+  userAgent?: string;
 }
 
 export function channelCredentials(endpoint: OmniEndpoint, settings: ChannelSettings = {}): grpc.ChannelCredentials {
@@ -187,6 +192,7 @@ export interface OmniChannel {
 export function openOmniChannel(endpointUrl: string, settings: ChannelSettings = {}): OmniChannel {
   const endpoint = parseOmniEndpoint(endpointUrl);
   const options: grpc.ChannelOptions = { ...clientChannelOptions };
+  if (settings.userAgent !== undefined) options['grpc.primary_user_agent'] = settings.userAgent;
   const channel = new grpc.Channel(endpoint.target, channelCredentials(endpoint, settings), options);
   return { endpoint, channel, close: () => channel.close() };
 }

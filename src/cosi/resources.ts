@@ -20,6 +20,7 @@ import {
   SiderolinkAPIConfigSpecSchema,
 } from '../gen/omni/specs/siderolink_pb.js';
 import { SysVersionSpecSchema } from '../gen/omni/specs/system_pb.js';
+import { LeaseSpecSchema } from '../gen/proxmox/specs/lease_pb.js';
 import { MachineSpecSchema } from '../gen/proxmox/specs/specs_pb.js';
 
 /** One resource type: where it lives and which protobuf message its spec is. */
@@ -96,6 +97,15 @@ export function providerNamespace(providerId: string): string {
 /** The provider's private per-request state: `Machine.<id>.infraprovider.sidero.dev` in `infra-provider:<id>`. */
 export function providerMachineKind(providerId: string): ResourceKind<typeof MachineSpecSchema> {
   return kind(providerNamespace(providerId), `Machine.${providerId}.infraprovider.sidero.dev`, MachineSpecSchema);
+}
+
+/**
+ * The provider's leader lease: `Lease.<id>.infraprovider.sidero.dev` in `infra-provider:<id>` (one resource, ID
+ * `leader`; src/omni/lease.ts). A type of its own: the private state's type is listed at start-up for dangling-state
+ * clean-up, which must never see the lease.
+ */
+export function providerLeaseKind(providerId: string): ResourceKind<typeof LeaseSpecSchema> {
+  return kind(providerNamespace(providerId), `Lease.${providerId}.infraprovider.sidero.dev`, LeaseSpecSchema);
 }
 
 /** Every fixed kind, by name (the private state kind depends on the provider ID: see providerMachineKind). */

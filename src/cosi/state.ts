@@ -97,6 +97,21 @@ export interface CosiStateOptions {
   conflictRetry?: Partial<RetryPolicy>;
   /** Backoff for re-opening broken watch streams. */
   watchBackoff?: { initialMs?: number; maxMs?: number };
+  /**
+   * Called before every write RPC (Create, Update, Destroy, Teardown) with the operation and the resource type;
+   * throwing refuses the write before it is sent (the leader lease's fencing: src/omni/lease.ts).
+   */
+  writeGuard?: (operation: string, type: string) => void;
+}
+
+/** Per-call options of the plain CRUD methods. */
+export interface CallOptions {
+  /** gRPC deadline: the call fails with DEADLINE_EXCEEDED after this long (default: no deadline). */
+  timeoutMs?: number;
+}
+
+function rpcOptions(opts: CallOptions | undefined): { deadline?: Date } {
+  return opts?.timeoutMs !== undefined ? { deadline: new Date(Date.now() + opts.timeoutMs) } : {};
 }
 
 export interface ModifyOptions {
@@ -180,6 +195,7 @@ export class CosiState {
   private readonly logger: Logger;
   private readonly retry: RetryPolicy;
   private readonly watchBackoff: { initialMs: number; maxMs: number };
+  private readonly writeGuard: ((operation: string, type: string) => void) | undefined;
   /** Set once the server answered Teardown with UNIMPLEMENTED (Omni < 1.8). */
   private teardownUnsupported = false;
 
@@ -190,12 +206,26 @@ export class CosiState {
     this.logger = opts.logger ?? silentLogger;
     this.retry = { attempts: 10, initialMs: 50, maxMs: 2000, ...opts.conflictRetry };
     this.watchBackoff = { initialMs: 500, maxMs: 60_000, ...opts.watchBackoff };
+    this.writeGuard = opts.writeGuard;
   }
 
-  async get<S extends DescMessage>(kind: ResourceKind<S>, id: string): Promise<TypedResource<S>> {
+  /**
+   * Runs the write guard; its refusal becomes a CosiError with code ABORTED naming the operation (not
+   * FAILED_PRECONDITION: a refused write must not be retried as a version conflict).
+   */
+  private guard(op: string, type: string): void {
+    if (!this.writeGuard) return;
+    try {
+      this.writeGuard(op, type);
+    } catch (err) {
+      throw new CosiError(grpc.status.ABORTED, err instanceof Error ? err.message : String(err), op);
+    }
+  }
+
+  async get<S extends DescMessage>(kind: ResourceKind<S>, id: string, call?: CallOptions): Promise<TypedResource<S>> {
     const op = `get ${kind.type}/${id}`;
     try {
-      const res = await this.rpc.get({ namespace: kind.namespace, type: kind.type, id, options: {} });
+      const res = await this.rpc.get({ namespace: kind.namespace, type: kind.type, id, options: {} }, rpcOptions(call));
       if (!res.resource) throw new CosiError(grpc.status.INTERNAL, 'empty response', op);
       return decodeResource(kind, res.resource);
     } catch (err) {
@@ -204,9 +234,9 @@ export class CosiState {
   }
 
   /** Like get, but NOT_FOUND yields undefined. */
-  async find<S extends DescMessage>(kind: ResourceKind<S>, id: string): Promise<TypedResource<S> | undefined> {
+  async find<S extends DescMessage>(kind: ResourceKind<S>, id: string, call?: CallOptions): Promise<TypedResource<S> | undefined> {
     try {
-      return await this.get(kind, id);
+      return await this.get(kind, id, call);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -242,9 +272,10 @@ export class CosiState {
   async create<S extends DescMessage>(
     kind: ResourceKind<S>,
     resource: TypedResource<S>,
-    opts: { owner: string },
+    opts: { owner: string } & CallOptions,
   ): Promise<TypedResource<S>> {
     const op = `create ${kind.type}/${resource.metadata.id}`;
+    this.guard(op, kind.type);
     const m = resource.metadata;
     const now = new Date();
     const stamped: TypedResource<S> =
@@ -252,7 +283,7 @@ export class CosiState {
         ? resource
         : { ...resource, metadata: { ...m, created: m.created ?? now, updated: m.updated ?? now } };
     try {
-      const res = await this.rpc.create({ resource: encodeResource(kind, stamped), options: { owner: opts.owner } });
+      const res = await this.rpc.create({ resource: encodeResource(kind, stamped), options: { owner: opts.owner } }, rpcOptions(opts));
       if (!res.resource) throw new CosiError(grpc.status.INTERNAL, 'empty response', op);
       return decodeResource(kind, res.resource);
     } catch (err) {
@@ -267,14 +298,18 @@ export class CosiState {
   async update<S extends DescMessage>(
     kind: ResourceKind<S>,
     resource: TypedResource<S>,
-    opts: { owner: string; expectedPhase?: Phase | undefined },
+    opts: { owner: string; expectedPhase?: Phase | undefined } & CallOptions,
   ): Promise<TypedResource<S>> {
     const op = `update ${kind.type}/${resource.metadata.id}`;
+    this.guard(op, kind.type);
     try {
-      const res = await this.rpc.update({
-        newResource: encodeResource(kind, resource),
-        options: { owner: opts.owner, expectedPhase: opts.expectedPhase },
-      });
+      const res = await this.rpc.update(
+        {
+          newResource: encodeResource(kind, resource),
+          options: { owner: opts.owner, expectedPhase: opts.expectedPhase },
+        },
+        rpcOptions(opts),
+      );
       if (!res.resource) throw new CosiError(grpc.status.INTERNAL, 'empty response', op);
       return decodeResource(kind, res.resource);
     } catch (err) {
@@ -284,6 +319,7 @@ export class CosiState {
 
   async destroy<S extends DescMessage>(kind: ResourceKind<S>, id: string, opts: { owner: string }): Promise<void> {
     const op = `destroy ${kind.type}/${id}`;
+    this.guard(op, kind.type);
     try {
       await this.rpc.destroy({ namespace: kind.namespace, type: kind.type, id, options: { owner: opts.owner } });
     } catch (err) {
@@ -297,6 +333,7 @@ export class CosiState {
    */
   async teardown<S extends DescMessage>(kind: ResourceKind<S>, id: string, opts: { owner: string }): Promise<boolean> {
     const op = `teardown ${kind.type}/${id}`;
+    this.guard(op, kind.type);
     if (!this.teardownUnsupported) {
       try {
         const res = await this.rpc.teardown({ namespace: kind.namespace, type: kind.type, id, options: { owner: opts.owner } });

@@ -73,6 +73,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       healthListen: null,
       logLevel: 'info',
       heartbeatIntervalSeconds: 10,
+      leaseDurationSeconds: 15,
+      leaseRenewDeadlineSeconds: 10,
+      leaseRetryPeriodSeconds: 2,
     },
   };
   let daemon: RunningDaemon | undefined;

@@ -62,6 +62,8 @@ export interface OmniImageServiceOptions {
   factoryTimeoutMs?: number;
   /** HTTP client for the direct factory path (tests may pass their own); default global fetch. */
   fetch?: typeof fetch;
+  /** Called before registering a schematic (a write to Omni or the factory); throwing refuses it (lease fencing). */
+  writeGuard?: (what: string) => void;
 }
 
 /** ImageService backed by Omni's management API, with the fallbacks older Omni releases need. */
@@ -83,6 +85,7 @@ export class OmniImageService implements ImageService {
 
   async createSchematic(request: ProvisionRequest): Promise<string> {
     const yaml = schematicYaml(request);
+    this.opts.writeGuard?.('registering a schematic');
     if (!this.rawSchematicUnsupported) {
       try {
         const res = await this.opts.management.createSchematicFromRaw({

@@ -14,9 +14,16 @@ export interface CheckStatus {
   lastSuccessAt?: string;
   /** Failed attempts since the last success. */
   consecutiveFailures: number;
+  /** Why the check does not apply right now (it then counts as ok), e.g. the heartbeat on a standby. */
+  notApplicable?: string;
 }
 
+/** leader: this instance holds the leader lease and acts; standby: another one does (or none yet). */
+export type InstanceRole = 'leader' | 'standby';
+
 export interface HealthReport {
+  /** Set when the daemon runs a leader election. */
+  role?: InstanceRole;
   checks: Record<string, CheckStatus>;
 }
 
@@ -39,6 +46,8 @@ export interface CheckDefinition {
   description: string;
   /** A success older than this no longer counts (the loop that runs the check may be stuck). */
   maxAgeMs?: number;
+  /** Only the lease holder runs it: on a standby it reports ok with `notApplicable`. */
+  leaderOnly?: boolean;
 }
 
 interface CheckRecord {
@@ -55,9 +64,15 @@ const MAX_REASON_CHARS = 300;
 export class HealthChecks {
   readonly #checks = new Map<string, CheckRecord>();
   readonly #now: () => number;
+  #role: InstanceRole | undefined;
 
   constructor(opts: { now?: () => number } = {}) {
     this.#now = opts.now ?? Date.now;
+  }
+
+  /** Sets this instance's role (leader election); leader-only checks do not apply to a standby. */
+  setRole(role: InstanceRole): void {
+    this.#role = role;
   }
 
   define(name: string, def: CheckDefinition): void {
@@ -87,6 +102,10 @@ export class HealthChecks {
     const checks: Record<string, CheckStatus> = {};
     for (const [name, c] of this.#checks) {
       const status: CheckStatus = { ok: false, description: c.def.description, consecutiveFailures: c.consecutiveFailures };
+      if (c.def.leaderOnly && this.#role === 'standby') {
+        checks[name] = { ...status, ok: true, notApplicable: 'this instance is a standby: only the lease holder does this' };
+        continue;
+      }
       if (c.lastAttemptAt !== undefined) status.lastAttemptAt = new Date(c.lastAttemptAt).toISOString();
       if (c.lastSuccessAt !== undefined) status.lastSuccessAt = new Date(c.lastSuccessAt).toISOString();
       if (c.lastAttemptAt === undefined) {
@@ -101,7 +120,7 @@ export class HealthChecks {
       }
       checks[name] = status;
     }
-    return { checks };
+    return this.#role !== undefined ? { role: this.#role, checks } : { checks };
   }
 
   #record(name: string): CheckRecord {
@@ -117,9 +136,10 @@ function describeError(error: unknown): string {
   return line.length > MAX_REASON_CHARS ? `${line.slice(0, MAX_REASON_CHARS - 1)}…` : line;
 }
 
-/** Names of the daemon's two readiness checks. */
+/** Names of the daemon's readiness checks. */
 export const OMNI_HEARTBEAT_CHECK = 'omniHeartbeat';
 export const PROXMOX_CHECK = 'proxmox';
+export const LEADER_LEASE_CHECK = 'leaderLease';
 
 /**
  * The daemon's checks: the heartbeat to Omni (stale after three missed intervals) and the Proxmox health check
@@ -128,13 +148,22 @@ export const PROXMOX_CHECK = 'proxmox';
 export function createProviderHealthChecks(opts: {
   heartbeatIntervalSeconds: number;
   proxmoxCheckIntervalSeconds: number;
+  /** With a leader election: the lease must have been read or renewed within this many seconds. */
+  leaseMaxAgeSeconds?: number;
   now?: () => number;
 }): HealthChecks {
   const checks = new HealthChecks(opts.now ? { now: opts.now } : {});
   checks.define(OMNI_HEARTBEAT_CHECK, {
     description: 'last heartbeat written to Omni (InfraProviderHealthStatus)',
     maxAgeMs: opts.heartbeatIntervalSeconds * 3 * 1000,
+    leaderOnly: true,
   });
+  if (opts.leaseMaxAgeSeconds !== undefined) {
+    checks.define(LEADER_LEASE_CHECK, {
+      description: 'last read or renewal of the leader lease in Omni (leader and standby alike)',
+      maxAgeMs: opts.leaseMaxAgeSeconds * 1000,
+    });
+  }
   checks.define(PROXMOX_CHECK, {
     description: 'last Proxmox API health check',
     maxAgeMs: opts.proxmoxCheckIntervalSeconds * 3 * 1000,

@@ -38,6 +38,10 @@ export interface ProviderMetrics {
   readonly omniWatchRestarts: Counter<'type'>;
   /** 1 when a readiness check currently passes, else 0. */
   readonly healthCheckUp: Gauge<'check'>;
+  /** 1 while this instance holds the leader lease and may act, 0 while it stands by. */
+  readonly leader: Gauge;
+  /** Times this instance took the leader lease. */
+  readonly leaseAcquisitions: Counter;
 }
 
 /** Tasks run from a second (qmconfig) to half an hour (a slow ISO download). */
@@ -130,6 +134,14 @@ export function createProviderMetrics(opts: ProviderMetricsOptions): ProviderMet
       name: `${p}health_check_up`,
       help: 'Whether a readiness check currently passes (1) or not (0).',
       labelNames: ['check'],
+    }),
+    leader: registry.gauge({
+      name: `${p}leader`,
+      help: 'Whether this instance holds the leader lease and acts (1) or stands by (0).',
+    }),
+    leaseAcquisitions: registry.counter({
+      name: `${p}lease_acquisitions_total`,
+      help: 'Times this instance took the leader lease.',
     }),
   };
 

@@ -95,9 +95,10 @@ function handle(
   } else if (path === '/readyz') {
     const report = health();
     const r = readiness(report);
+    const role = report.role !== undefined ? { role: report.role } : {};
     const body = r.ready
-      ? { status: 'ready', checks: report.checks }
-      : { status: 'not ready', failed: r.failed, checks: report.checks };
+      ? { status: 'ready', ...role, checks: report.checks }
+      : { status: 'not ready', ...role, failed: r.failed, checks: report.checks };
     send(res, r.ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body, null, 2)}\n`);
   } else {
     send(res, 200, PROMETHEUS_CONTENT_TYPE, render());

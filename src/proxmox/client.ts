@@ -72,6 +72,13 @@ export interface PveClientOptions {
   now?: () => number;
   /** Called after every HTTP attempt (metrics, diagnostics). Exceptions it throws are ignored. */
   onResponse?: (outcome: PveCallOutcome) => void;
+  /** `User-Agent` of every request, e.g. `omni-infra-provider-proxmox/1.2.3 instance/<id>` (default: undici's). */
+  userAgent?: string;
+  /**
+   * Called right before each attempt of a call that may change the cluster (any method but GET, the login
+   * excepted); throwing refuses the call before anything is sent. The leader lease's fencing (src/omni/lease.ts).
+   */
+  writeGuard?: (method: string, path: string) => void;
 }
 
 /** One HTTP attempt against the Proxmox API, as seen by an onResponse hook. Carries nothing secret. */
@@ -184,6 +191,8 @@ export class PveClient {
   readonly #timeoutMs: number;
   readonly #uploadTimeoutMs: number;
   readonly #onResponse: ((outcome: PveCallOutcome) => void) | undefined;
+  readonly #userAgent: string | undefined;
+  readonly #writeGuard: ((method: string, path: string) => void) | undefined;
 
   constructor(opts: PveClientOptions) {
     let u: URL;
@@ -208,6 +217,8 @@ export class PveClient {
     this.#timeoutMs = opts.requestTimeoutMs ?? 60_000;
     this.#uploadTimeoutMs = opts.uploadTimeoutMs ?? 10 * 60_000;
     this.#onResponse = opts.onResponse;
+    this.#userAgent = opts.userAgent;
+    this.#writeGuard = opts.writeGuard;
 
     if (isTokenCredentials(opts.auth)) {
       this.#auth = new TokenAuthenticator(opts.auth);
@@ -479,6 +490,8 @@ export class PveClient {
     const shownPath = safeDecode(path);
     let body: Buffer | undefined;
     const baseHeaders: Record<string, string> = { accept: 'application/json' };
+    if (this.#userAgent !== undefined) baseHeaders['user-agent'] = this.#userAgent;
+    const guarded = method !== 'GET' && method !== 'HEAD' && !opts.anonymous;
     if (opts.multipart) {
       body = opts.multipart.body;
       baseHeaders['content-type'] = opts.multipart.contentType;
@@ -492,6 +505,8 @@ export class PveClient {
     let staleRetried = false;
     for (;;) {
       const auth = opts.anonymous ? { headers: {}, generation: -1 } : await this.#auth.authorize(method);
+      // Checked after the (possibly slow) authorization, immediately before the request is handed to the socket.
+      if (guarded && this.#writeGuard) this.#writeGuard(method, shownPath);
       const started = Date.now();
       let answer: RawAnswer;
       try {

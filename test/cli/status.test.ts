@@ -1,11 +1,11 @@
 // `status` against the in-process Omni and the Proxmox simulator (both on 127.0.0.1): requests with their stage, step,
 // node, VMID, age, last error and addresses; the lease holder (or "no lease"); Proxmox nodes and quorum; orphaned VMs
 // (our identity only) and ISO usage per storage; JSON with --json; exit 1 when Proxmox or Omni does not answer.
-import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeLeaseSpec, stateAddresses, status, type StatusReport } from '../../src/cli/status.js';
+import { stateAddresses, status, type StatusReport } from '../../src/cli/status.js';
 import { MachineRequestStatusSpec_Stage, MachineRequestStatusSpecSchema } from '../../src/gen/omni/specs/infra_pb.js';
+import { LeaseSpecSchema } from '../../src/gen/proxmox/specs/lease_pb.js';
 import { MachineSpecSchema } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../../src/log.js';
 import { encodeSpec, startInProcessOmni, type InProcessOmni } from '../../src/sim/omni/index.js';
@@ -118,7 +118,7 @@ describe('status', () => {
     const { code, text } = await run(['--json']);
     expect(code).toBe(0);
     const r = JSON.parse(text) as StatusReport;
-    expect(r.omni).toMatchObject({ ok: true, lease: { text: 'no lease (single instance)' } });
+    expect(r.omni).toMatchObject({ ok: true, lease: { text: 'no lease (no instance has taken one yet)' } });
     expect(r.housekeeping).toMatchObject({ intervalSeconds: 600, removeOrphanVms: false, removeUnusedIsos: false });
     expect(r.proxmox).toMatchObject({ ok: true, quorate: true, nodes: [{ node: 'pve1', status: 'online' }, { node: 'pve2', status: 'online' }, { node: 'pve3', status: 'online' }] });
     expect(r.requests).toEqual([
@@ -137,17 +137,15 @@ describe('status', () => {
   });
 
   it('prints tables by default, with the lease holder when a lease resource exists', async () => {
-    const w = new BinaryWriter();
-    w.tag(1, WireType.LengthDelimited).string('provider-b/4711');
-    w.tag(2, WireType.Varint).uint64(1_700_000_000n);
+    const lease = create(LeaseSpecSchema, { holderInstance: 'b7f3', holderHostname: 'provider-b', holderPid: 4711, leaseDurationSeconds: 15, renewDeadlineSeconds: 10 });
     omni.store.create(
-      { metadata: { namespace: 'infra-provider:proxmox', type: 'Lease.proxmox.infraprovider.sidero.dev', id: 'leader' }, spec: { protoSpec: w.finish(), yamlSpec: 'holder: provider-b/4711\n' } },
+      { metadata: { namespace: 'infra-provider:proxmox', type: 'Lease.proxmox.infraprovider.sidero.dev', id: 'leader' }, spec: { protoSpec: toBinary(LeaseSpecSchema, lease), yamlSpec: '' } },
       { owner: '' },
     );
     try {
       const { code, text } = await run([]);
       expect(code).toBe(0);
-      expect(text).toMatch(/^lease {5}held by provider-b\/4711, renewed \d+s ago$/m);
+      expect(text).toMatch(/^lease {5}held by provider-b \(pid 4711, instance b7f3\), renewed \d+s ago$/m);
       expect(text).toMatch(/^proxmox .* OK, Proxmox VE \S+, quorate, 3\/3 node\(s\) online: pve1 online, pve2 online, pve3 online$/m);
       expect(text).toMatch(/^REQUEST\s+STAGE\s+STEP\s+NODE\s+VMID\s+AGE\s+ADDRESSES\s+LAST ERROR$/m);
       expect(text).toMatch(/^workers-abc123\s+PROVISIONED\s+startVM\s+pve1\s+300\s+\d+s\s+net0 10\.20\.0\.11\/24\s+-$/m);
@@ -195,14 +193,7 @@ describe('status', () => {
     expect(b.isos!.complete).toBe(false);
   });
 
-  it('decodes what it can of a lease and of address fields, and nothing it cannot', () => {
-    const meta = { namespace: 'n', type: 't', id: 'leader', version: '1', owner: '', phase: 'running' as const, finalizers: [], labels: {}, annotations: {} };
-    expect(decodeLeaseSpec(new Uint8Array(), meta)).toEqual({});
-    expect(decodeLeaseSpec(new TextEncoder().encode('holder: a\n'), meta).holder).toBeUndefined();
-    const w = new BinaryWriter();
-    w.tag(3, WireType.Varint).uint64(7n);
-    w.tag(4, WireType.LengthDelimited).string('host-a/42');
-    expect(decodeLeaseSpec(w.finish(), meta)).toEqual({ holder: 'host-a/42', detail: { 'field 3': '7', 'field 4': 'host-a/42' } });
+  it('shows the static addresses of field 110 per NIC', () => {
     // The static addresses of field 110, per NIC.
     const spec = create(MachineSpecSchema, { nicAddresses: [{ nic: 0, address: '10.0.0.9/24' }, { nic: 2, address: 'fd00::9/64' }] });
     expect(stateAddresses(spec)).toEqual(['net0 10.0.0.9/24', 'net2 fd00::9/64']);

@@ -72,6 +72,9 @@ describe('loadConfig: modes', () => {
       healthListen: { host: undefined, port: 8080 },
       logLevel: 'info',
       heartbeatIntervalSeconds: 10,
+      leaseDurationSeconds: 15,
+      leaseRenewDeadlineSeconds: 10,
+      leaseRetryPeriodSeconds: 2,
     });
     expect(cfg.configFile).toBeNull();
     expect(Object.values(cfg.sources).every((s) => s === 'default')).toBe(true);
@@ -268,6 +271,17 @@ describe('loadConfig: validation messages', () => {
     expect(text).toMatch(/PROVIDER_HEALTH_LISTEN: listen address "localhost" is not valid/);
     expect(e.message).toMatch(/^invalid configuration \(5 problems\): \(1\)/);
     expect(e.message).not.toContain('\n');
+  });
+
+  it('takes the leader lease timing from flags/env and refuses an order that would break fencing', () => {
+    const cfg = loadConfig(['--lease-duration-seconds', '30'], { ...TOKEN_ENV, PROVIDER_LEASE_RENEW_DEADLINE_SECONDS: '20' }, files({}));
+    expect(cfg.provider).toMatchObject({ leaseDurationSeconds: 30, leaseRenewDeadlineSeconds: 20, leaseRetryPeriodSeconds: 2 });
+    const e = configError(() =>
+      loadConfig(['--lease-duration-seconds', '10'], { ...TOKEN_ENV, PROVIDER_LEASE_RENEW_DEADLINE_SECONDS: '10', PROVIDER_LEASE_RETRY_PERIOD_SECONDS: '12' }, files({})),
+    );
+    const text = e.problems.join('\n');
+    expect(text).toMatch(/PROVIDER_LEASE_RENEW_DEADLINE_SECONDS \(10\) must be less than --lease-duration-seconds \(10\): a holder cut off from Omni/);
+    expect(text).toMatch(/PROVIDER_LEASE_RETRY_PERIOD_SECONDS \(12\) must be less than PROVIDER_LEASE_RENEW_DEADLINE_SECONDS \(10\)/);
   });
 
   it('rejects an Omni key that is not an infra provider key, without echoing it', () => {

@@ -58,6 +58,9 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
       healthListen: null,
       logLevel: 'info',
       heartbeatIntervalSeconds: 1,
+      leaseDurationSeconds: 15,
+      leaseRenewDeadlineSeconds: 10,
+      leaseRetryPeriodSeconds: 2,
     },
   });
 

@@ -36,7 +36,7 @@ describe('housekeeping, status and logs against a running daemon', () => {
       const code = await status(['--json'], { env: world.env(), stdout: (t) => void (out += t), timeoutMs: 10_000 });
       expect(code).toBe(0);
       const report = JSON.parse(out) as StatusReport;
-      expect(report.omni.lease.text).toBe('no lease (single instance)');
+      expect(report.omni.lease.text).toMatch(/^held by .* \(pid \d+, instance \S+\), renewed /);
       expect(report.requests).toEqual([expect.objectContaining({ id, stage: 'PROVISIONED', step: 'startVM', error: '' })]);
       expect(report.requests[0]!.vmid).toBeGreaterThan(0);
       expect(report.orphanVms?.map((v) => v.vmid)).toEqual([orphan.vmid]);

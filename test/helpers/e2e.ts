@@ -91,6 +91,11 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
         PROXMOX_FINGERPRINT: pveServer.fingerprint ?? undefined,
         PROVIDER_HEALTH_LISTEN: 'off',
         PROVIDER_HEARTBEAT_INTERVAL_SECONDS: '1',
+        // A daemon restarted after SIGKILL is a new instance: it waits for its predecessor's lease to expire. A short
+        // lease keeps that wait at a few seconds (the defaults, 15/10/2 s, would add 15 s to every crash test).
+        PROVIDER_LEASE_DURATION_SECONDS: '5',
+        PROVIDER_LEASE_RENEW_DEADLINE_SECONDS: '4',
+        PROVIDER_LEASE_RETRY_PERIOD_SECONDS: '1',
         PROVIDER_CONCURRENCY: '4',
         LOG_LEVEL: 'debug',
         ...overrides,

@@ -61,6 +61,9 @@ beforeAll(async () => {
       healthListen: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',
       heartbeatIntervalSeconds: 10,
+      leaseDurationSeconds: 15,
+      leaseRenewDeadlineSeconds: 10,
+      leaseRetryPeriodSeconds: 2,
     },
   };
   startedAtSeconds = Math.floor(Date.now() / 1000);

@@ -15,8 +15,10 @@ export class FaultInjector {
   private unavailableUntil = 0;
   private held = false;
   private readonly failures: PlannedFailure[] = [];
-  private readonly cutters = new Set<WatchCutter>();
+  private readonly cutters = new Map<WatchCutter, string>();
   private readonly staleTypes = new Map<string, number>();
+  /** User-agent substrings of clients cut off from this Omni (see isolate). */
+  private readonly isolated = new Set<string>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -41,9 +43,37 @@ export class FaultInjector {
     this.failures.push({ method, error: new OmniError('internal', message, code), remaining: times });
   }
 
-  /** The error to answer `methodPath` with right now, if any (consumes a planned failure). */
-  errorFor(methodPath: string): OmniError | undefined {
+  /**
+   * Cuts one client off, as a network partition between it and Omni would: every call whose `user-agent` contains
+   * `userAgentPart` fails with UNAVAILABLE and its open watches end; other clients are not affected. The provider puts
+   * its instance ID in its user agent, so a test can cut one of two instances off. Undone by `rejoin`.
+   */
+  isolate(userAgentPart: string): number {
+    this.isolated.add(userAgentPart);
+    let cut = 0;
+    const error = new OmniError('unavailable', 'connection to Omni lost (isolated by a test)');
+    for (const [cutter, agent] of [...this.cutters]) {
+      if (!agent.includes(userAgentPart)) continue;
+      this.cutters.delete(cutter);
+      cutter({ type: 'end', error });
+      cut++;
+    }
+    return cut;
+  }
+
+  rejoin(userAgentPart: string): void {
+    this.isolated.delete(userAgentPart);
+  }
+
+  private isIsolated(userAgent: string): boolean {
+    for (const part of this.isolated) if (userAgent.includes(part)) return true;
+    return false;
+  }
+
+  /** The error to answer `methodPath` from a client with `userAgent` with right now, if any (consumes a planned failure). */
+  errorFor(methodPath: string, userAgent = ''): OmniError | undefined {
     if (this.isUnavailable()) return new OmniError('unavailable', 'service unavailable');
+    if (this.isIsolated(userAgent)) return new OmniError('unavailable', 'connection to Omni lost (isolated by a test)');
     const name = methodPath.slice(methodPath.lastIndexOf('/') + 1);
     const planned = this.failures.find((f) => f.remaining > 0 && (f.method === methodPath || f.method === name));
     if (!planned) return undefined;
@@ -76,7 +106,7 @@ export class FaultInjector {
   /** Ends every open watch stream with `code` (default UNAVAILABLE); returns how many were cut. */
   cutWatches(code: GrpcCode = GrpcCode.UNAVAILABLE, message = 'watch stream interrupted'): number {
     const error = new OmniError('unavailable', message, code);
-    const cutters = [...this.cutters];
+    const cutters = [...this.cutters.keys()];
     this.cutters.clear();
     for (const cut of cutters) cut({ type: 'end', error });
     return cutters.length;
@@ -84,15 +114,15 @@ export class FaultInjector {
 
   /** Sends an ERRORED event (like a server buffer overrun) on every open watch; the streams then stay open but silent. */
   injectErroredEvent(message = 'buffer overrun: injected fault'): number {
-    const cutters = [...this.cutters];
+    const cutters = [...this.cutters.keys()];
     this.cutters.clear();
     for (const cut of cutters) cut({ type: 'errored', message });
     return cutters.length;
   }
 
-  /** Registers an open watch stream; the returned function unregisters it. */
-  onCut(cutter: WatchCutter): () => void {
-    this.cutters.add(cutter);
+  /** Registers an open watch stream of a client with `userAgent`; the returned function unregisters it. */
+  onCut(cutter: WatchCutter, userAgent = ''): () => void {
+    this.cutters.set(cutter, userAgent);
     return () => this.cutters.delete(cutter);
   }
 

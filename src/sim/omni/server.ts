@@ -86,8 +86,33 @@ export interface InProcessOmni {
   callCounts(): Record<string, number>;
   /** Calls `listener` with the full method path of every call as it is counted. Returns the unsubscribe function. */
   onCall(listener: (path: string) => void): () => void;
+  /**
+   * Calls `listener` as each State write (Create, Update, Destroy, Teardown, TeardownAndDestroy) arrives, before it
+   * is authorised or applied: the method, the resource it names and the caller's `user-agent` (tests with two
+   * provider instances check who wrote). Returns the unsubscribe function.
+   */
+  onWriteCall(listener: (call: WriteCall) => void): () => void;
   close(): Promise<void>;
 }
+
+/** A State write as it arrived (see onWriteCall). */
+export interface WriteCall {
+  path: string;
+  userAgent: string;
+  namespace: string;
+  type: string;
+  id: string;
+}
+
+const STATE_WRITES = new Set(['Create', 'Update', 'Destroy', 'Teardown', 'TeardownAndDestroy']);
+
+/** The resource a State write names: `resource` (Create), `newResource` (Update), or namespace/type/id. */
+function writtenResource(request: unknown): Pick<WriteCall, 'namespace' | 'type' | 'id'> {
+  const r = (request ?? {}) as { resource?: { metadata?: WriteRef }; newResource?: { metadata?: WriteRef } } & Partial<WriteRef>;
+  const md = r.resource?.metadata ?? r.newResource?.metadata ?? r;
+  return { namespace: md.namespace ?? '', type: md.type ?? '', id: md.id ?? '' };
+}
+type WriteRef = { namespace: string; type: string; id: string };
 
 type WireCallback<T> = (error: grpc.ServerErrorResponse | null, value?: T) => void;
 
@@ -104,6 +129,10 @@ function metadataRecord(md: grpc.Metadata): CallMetadata {
     if (strings.length > 0) out[key] = strings;
   }
   return out;
+}
+
+function userAgentOf(md: grpc.Metadata): string {
+  return md.get('user-agent').filter((v): v is string => typeof v === 'string').join(' ');
 }
 
 function normalizeVersion(version: string): string {
@@ -144,13 +173,14 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
 
   const counts: Record<string, number> = {};
   const callListeners = new Set<(path: string) => void>();
+  const writeListeners = new Set<(call: WriteCall) => void>();
   const count = (path: string) => {
     counts[path] = (counts[path] ?? 0) + 1;
     for (const listener of [...callListeners]) listener(path);
   };
 
   const authorize = async (path: string, md: grpc.Metadata): Promise<Caller> => {
-    const fault = faults.errorFor(path);
+    const fault = faults.errorFor(path, userAgentOf(md));
     if (fault) throw fault;
     return keys.authenticate(path, metadataRecord(md));
   };
@@ -162,6 +192,10 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback: WireCallback<Res>) => {
       count(path);
+      if (writeListeners.size > 0 && path.startsWith('/cosi.resource.State/') && STATE_WRITES.has(path.slice(path.lastIndexOf('/') + 1))) {
+        const write: WriteCall = { path, userAgent: userAgentOf(call.metadata), ...writtenResource(call.request) };
+        for (const listener of [...writeListeners]) listener(write);
+      }
       if (!available()) {
         const [, service, method] = path.split('/');
         callback(toServiceError(new OmniError('unimplemented', `unknown method ${method ?? ''} for service ${service ?? ''}`)));
@@ -254,7 +288,7 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
             handle?.cancel();
             send([{ type: 'errored', error: fault.message }]);
           }
-        });
+        }, userAgentOf(call.metadata));
       })
       .catch(fail);
   };
@@ -379,6 +413,10 @@ export async function startInProcessOmni(opts: InProcessOmniOptions = {}): Promi
     factory,
     capabilities,
     callCounts: () => ({ ...counts }),
+    onWriteCall: (listener) => {
+      writeListeners.add(listener);
+      return () => writeListeners.delete(listener);
+    },
     onCall: (listener) => {
       callListeners.add(listener);
       return () => callListeners.delete(listener);

@@ -48,6 +48,8 @@ export interface RequestRecord {
   params: Record<string, string>;
   status: number;
   authid?: string;
+  /** The request's User-Agent header (the provider puts its instance ID there: tells two instances' calls apart). */
+  userAgent?: string;
 }
 
 export interface SimEvent {
@@ -94,6 +96,7 @@ export class PveSim {
   afterNextId: Array<(vmid: number) => void> = [];
   private readonly log: Logger;
   private readonly changeListeners = new Set<(request?: RequestRecord) => void>();
+  private readonly arrivalListeners = new Set<(request: RequestRecord) => void>();
 
   constructor(opts: PveSimOptions) {
     const f = opts.fixture;
@@ -139,7 +142,9 @@ export class PveSim {
     const headers = lowerHeaders(req.headers ?? {});
     const [rawPath, rawQuery] = splitQuery(req.path);
     const record: RequestRecord = { atMs: this.clock.now(), method, path: rawPath, params: {}, status: 0 };
+    if (headers['user-agent'] !== undefined) record.userAgent = headers['user-agent'];
     this.requests.push(record);
+    for (const listener of [...this.arrivalListeners]) listener(record);
     const done = (res: SimResponse): SimResponse => {
       record.status = res.status;
       this.log.debug({ method, path: record.path, status: res.status }, 'pve-sim request');
@@ -346,6 +351,15 @@ export class PveSim {
     this.tick();
     if (released > 0) this.changed();
     return released;
+  }
+
+  /**
+   * Calls `listener` as each request arrives, before it is handled (its record has no status yet): tests that check
+   * who was allowed to write at that moment (two provider instances) look there. Returns the unsubscribe function.
+   */
+  onArrival(listener: (request: RequestRecord) => void): () => void {
+    this.arrivalListeners.add(listener);
+    return () => this.arrivalListeners.delete(listener);
   }
 
   /**
