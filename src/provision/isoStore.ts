@@ -8,7 +8,8 @@ import type { TaskResult } from '../proxmox/tasks.js';
 import type { StorageEntry } from '../proxmox/types.js';
 import { StepFailure } from './step.js';
 
-type WaitTask = (upid: string, signal?: AbortSignal) => Promise<TaskResult>;
+/** Waits for a task; `fresh`: it was started just before (its duration may be learned, see TaskDurations). */
+type WaitTask = (upid: string, signal?: AbortSignal, fresh?: boolean) => Promise<TaskResult>;
 
 /** Deterministic ISO storage preference: shared first (usable from every node), then by name. */
 export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
@@ -107,7 +108,7 @@ export class IsoStore {
         await opts.onStarting?.();
         const upid = await this.pve.downloadUrl(opts.node, opts.storage, { url: opts.url, filename: opts.filename, content: 'iso' });
         await opts.onStarted?.(upid);
-        await this.wait(upid, opts.signal);
+        await this.wait(upid, opts.signal, true);
         return volid;
       } catch (err) {
         // Someone else (another provider instance, an earlier run) finished the same file meanwhile.
@@ -146,7 +147,7 @@ export class IsoStore {
       checksumAlgorithm: 'sha256',
     });
     await opts.onStarted?.(upid);
-    await this.wait(upid, opts.signal);
+    await this.wait(upid, opts.signal, true);
     return volid;
   }
 
@@ -170,7 +171,7 @@ export class IsoStore {
       if (!content.some((c) => c.volid === volid)) continue;
       try {
         const upid = await this.pve.deleteVolume(opts.nodeHint, opts.storage, volid);
-        if (upid) await this.wait(upid);
+        if (upid) await this.wait(upid, undefined, true);
         opts.log.info({ volume: volid }, 'seed ISO removed');
       } catch (err) {
         if (isNotFound(err)) continue;

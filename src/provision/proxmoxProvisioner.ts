@@ -18,7 +18,7 @@ import {
 } from '../proxmox/errors.js';
 import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
-import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
+import { TaskDurations, waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
 import {
   AddressAllocator,
@@ -207,6 +207,8 @@ export class ProxmoxProvisioner implements Provisioner {
   readonly #unresolvedSince = new Map<string, number>();
   readonly #clock: TaskWaitClock;
   readonly #ha: HaSteps;
+  /** Durations of the tasks this provisioner started, per node and type: where their waits poll first. */
+  readonly taskDurations = new TaskDurations();
 
   constructor(opts: ProxmoxProvisionerOptions) {
     this.#opts = opts;
@@ -251,8 +253,10 @@ export class ProxmoxProvisioner implements Provisioner {
     ];
   }
 
-  #wait(upid: string, signal?: AbortSignal): Promise<TaskResult> {
-    return waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, logger: this.#log });
+  /** Waits for a task; `fresh`: started just before, so its duration is learned and estimated (TaskDurations). */
+  #wait(upid: string, signal?: AbortSignal, fresh = false): Promise<TaskResult> {
+    const durations = fresh ? { durations: this.taskDurations } : {};
+    return waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, logger: this.#log, ...durations });
   }
 
   /** Chooses the node (once; kept while it is usable) and the SMBIOS UUID, so both are persisted before syncVM. */
@@ -622,7 +626,7 @@ export class ProxmoxProvisioner implements Provisioner {
         state.vmid = vmid;
         await ctx.checkpoint();
         try {
-          await this.#wait(upid, ctx.signal);
+          await this.#wait(upid, ctx.signal, true);
         } catch (err) {
           if (err instanceof PveTaskError && !err.vanished) {
             // The create task failed: no VM. Fields 7 and 11 are cleared (the Go provider would otherwise fail on
@@ -856,7 +860,7 @@ export class ProxmoxProvisioner implements Provisioner {
     state.vmStartTask = upid;
     await ctx.checkpoint();
     try {
-      await this.#wait(upid, ctx.signal);
+      await this.#wait(upid, ctx.signal, true);
     } catch (err) {
       if (err instanceof PveTaskError && /already running/i.test(err.exitstatus)) {
         state.vmStartTask = '';
@@ -1055,17 +1059,17 @@ export class ProxmoxProvisioner implements Provisioner {
       const timeout = this.#opts.shutdownTimeoutSec ?? 60;
       try {
         const upid = await this.#pve.shutdownVm(node, vmid, { timeout });
-        await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000 });
+        await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000, durations: this.taskDurations });
         log.info({ vmid, node }, 'VM shut down');
       } catch (err) {
         log.warn({ vmid, node, err: err instanceof Error ? err.message : String(err) }, 'graceful shutdown failed; stopping');
         const upid = await this.#pve.stopVm(node, vmid, { overruleShutdown: true });
-        await this.#wait(upid, signal);
+        await this.#wait(upid, signal, true);
       }
     }
     try {
       const upid = await this.#pve.deleteVm(node, vmid, { purge: true, destroyUnreferencedDisks: true });
-      await this.#wait(upid, signal);
+      await this.#wait(upid, signal, true);
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;
