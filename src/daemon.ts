@@ -23,6 +23,7 @@ import { createHousekeepingMetrics } from './ops/providerMetrics.js';
 import { PveClient } from './proxmox/client.js';
 import { omniAddressBook } from './provision/addresses.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
+import { TaskSlots } from './provision/taskSlots.js';
 
 export function packageVersion(): string {
   try {
@@ -76,6 +77,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     log: log.child({ component: 'steps' }),
     hostname: cfg.provider.hostname,
     taskWait: { onFinished: recordPveTasks(metrics) },
+    taskSlots: new TaskSlots({ perNode: cfg.provider.tasksPerNode, perStorage: cfg.provider.tasksPerStorage }),
     // Static addresses: what every request holds is read from the private states in Omni.
     addressBook: omniAddressBook(omni.state, cfg.provider.id),
   });
