@@ -67,6 +67,23 @@ describe('node slowdown', () => {
     expect(took).toEqual([3000, 3000, 4500, 6000, 3000]);
   });
 
+  it('does not count or slow a graceful shutdown (it waits for the guest)', async () => {
+    const { sim, clock } = newSim({ contention: { nodeTaskCapacity: 1, storageAllocMs: 0 } });
+    for (const vmid of [361, 362]) await startCreate(sim, 'pve1', vmid, 'local-lvm');
+    clock.advance(10_000);
+    await sim.settle();
+    for (const vmid of [361, 362]) expect((await call(sim, 'POST', `/nodes/pve1/qemu/${vmid}/status/start`)).status).toBe(200);
+    clock.advance(10_000);
+    await sim.settle();
+    for (const vmid of [361, 362]) expect((await call(sim, 'POST', `/nodes/pve1/qemu/${vmid}/status/shutdown`)).status).toBe(200);
+    await startCreate(sim, 'pve1', 363, 'local-lvm');
+    const took = (t: { dueAtMs: number; startedAtMs: number }) => t.dueAtMs - t.startedAtMs;
+    expect(sim.tasks({ type: 'qmshutdown' }).map(took)).toEqual([5000, 5000]);
+    expect(took(sim.tasks({ vmid: 363 })[0]!)).toBe(3000);
+    // The second start ran while the first one did: stretched by 2 / 1.
+    expect(sim.tasks({ type: 'qmstart' }).map(took)).toEqual([2000, 4000]);
+  });
+
   it('is off by default', async () => {
     const { sim } = newSim({ contention: { storageAllocMs: 0 } });
     for (const vmid of [351, 352, 353, 354, 355, 356]) await startCreate(sim, 'pve1', vmid, 'local-lvm');

@@ -43,6 +43,9 @@ export interface ContentionModel {
   nodeTaskCapacity: number;
 }
 
+/** Tasks that mostly wait for the guest (a graceful shutdown): no load on the node, and not slowed by it. */
+const waitingTasks = new Set(['qmshutdown']);
+
 export const defaultContention: ContentionModel = { storageAllocMs: 300, storageLockTimeoutMs: 10_000, nodeTaskCapacity: 0 };
 
 /** One disk allocation of a task: the storage lock it takes, and the error PVE reports when that lock times out. */
@@ -139,9 +142,9 @@ export class TaskBoard {
     return { waitedMs: waited };
   }
 
-  /** Running tasks on `node`. */
+  /** Running tasks on `node` that load it. */
   private running(node: string): number {
-    return this.tasks.filter((t) => t.node === node && t.status === 'running').length;
+    return this.tasks.filter((t) => t.node === node && t.status === 'running' && !waitingTasks.has(t.type)).length;
   }
 
   start(spec: TaskSpec): SimTask {
@@ -156,7 +159,7 @@ export class TaskBoard {
     const base = spec.durationMs ?? this.durations[spec.type] ?? 1000;
     const capacity = this.contention.nodeTaskCapacity;
     const load = this.running(spec.node) + 1;
-    const slowed = capacity > 0 && load > capacity ? Math.round((base * load) / capacity) : base;
+    const slowed = capacity > 0 && load > capacity && !waitingTasks.has(spec.type) ? Math.round((base * load) / capacity) : base;
     const lock = spec.allocations?.length ? this.allocate(spec.allocations, now) : { waitedMs: 0 };
     let duration = override?.kind === 'stuck' ? Infinity : lock.waitedMs + slowed;
     if (lock.failure !== undefined && override === undefined) {
