@@ -15,6 +15,16 @@ export const BENCH_TOKEN = { tokenId: 'root@pam!omni', tokenSecret: '5ec7e7a0-00
  */
 export const BENCH_TASK_DURATIONS_MS = defaultTaskDurations;
 
+/**
+ * What limits the bench cluster under parallel load (docs/simulator.md, Contention): each disk allocation of a create
+ * holds its storage's lock for 0.3 s (an LVM-thin `lvcreate`), and a node runs 4 tasks at full speed (PVE's own
+ * default parallelism for bulk guest tasks, datacenter.cfg `max_workers`); above that, tasks stretch.
+ */
+export const BENCH_CONTENTION = { storageAllocMs: 300, storageLockTimeoutMs: 10_000, nodeTaskCapacity: 4 } as const;
+
+/** Nodes of the bench cluster. */
+export const BENCH_NODES = 3;
+
 export function benchFixture(seed = 11): PveFixture {
   return {
     seed,
@@ -24,6 +34,7 @@ export function benchFixture(seed = 11): PveFixture {
     // Stats cadence off: both providers see a VM's status as soon as it exists.
     statsCadenceMs: 0,
     taskDurations: { ...BENCH_TASK_DURATIONS_MS },
+    contention: { ...BENCH_CONTENTION },
     downloadSizeBytes: 1024 * 1024,
     nodes: [
       { name: 'pve1', status: 'online', maxcpu: 32, maxmem: 256 * GiB, mem: 6 * GiB },

@@ -45,7 +45,7 @@ export interface ProviderEndpoints {
   tokenSecret: string;
   /** SHA-256 fingerprint of the simulator's certificate (ours pins it; upstream can only skip verification). */
   proxmoxFingerprint: string;
-  /** Reconcile concurrency for ours; upstream has no knob (its library default is 1). */
+  /** provider.concurrency for ours (default: the daemon's default); upstream has no knob (its library default is 1). */
   concurrency?: number;
 }
 
@@ -135,7 +135,8 @@ export async function startProviderProcess(
           PROXMOX_TOKEN_SECRET: ep.tokenSecret,
           PROXMOX_FINGERPRINT: ep.proxmoxFingerprint,
           PROVIDER_HEALTH_LISTEN: 'off',
-          PROVIDER_CONCURRENCY: String(ep.concurrency ?? 4),
+          // Unset: the daemon's own defaults (provider.concurrency, tasksPerNode, tasksPerStorage).
+          ...(ep.concurrency !== undefined ? { PROVIDER_CONCURRENCY: String(ep.concurrency) } : {}),
           LOG_LEVEL: opts.logLevel ?? 'warn',
         },
         opts.outbound,

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BENCH_PROVIDER_DATA, BENCH_TASK_DURATIONS_MS } from './fixture.js';
+import { BENCH_CONTENTION, BENCH_NODES, BENCH_PROVIDER_DATA, BENCH_TASK_DURATIONS_MS } from './fixture.js';
 import { REPO_ROOT, upstreamUnavailableReason, upstreamVersionLabel, type ProviderKind } from './provider-process.js';
 import { runWorkload, type WorkloadResult } from './workload.js';
 
@@ -59,18 +59,31 @@ export interface BenchCase {
 }
 
 /**
- * Wall seconds the simulated tasks alone impose on provisioning one set, with unlimited parallelism: the Talos ISO
- * download, the VM create, the NoCloud seed upload and the VM start happen in sequence for every VM.
+ * Wall seconds the simulated cluster's model imposes on provisioning `n` VMs of one set, whatever the provider does
+ * (the critical path; docs/performance.md, "Lower bound"). The VMs spread evenly over the nodes: k = ceil(n / nodes)
+ * per node. On each node the Talos ISO download (to its local ISO storage) comes first; then every VM needs create,
+ * seed upload and start in sequence (chain), the node does at most `nodeTaskCapacity` task-seconds per second (work
+ * k × chain / capacity), and the creates' disk allocations take the node's local-storage lock one after the other
+ * (the last one starts its chain after (k - 1) allocations).
  */
-export function provisionLowerBoundSeconds(timeScale: number): number {
+export function provisionLowerBoundSeconds(timeScale: number, n = 1): number {
   const d = BENCH_TASK_DURATIONS_MS;
-  return ((d.download + d.qmcreate + d.imgcopy + d.qmstart) * timeScale) / 1000;
+  const k = Math.ceil(Math.max(1, n) / BENCH_NODES);
+  const chain = d.qmcreate + d.imgcopy + d.qmstart;
+  const { nodeTaskCapacity: capacity, storageAllocMs: alloc } = BENCH_CONTENTION;
+  const afterDownload = Math.max(chain, (k * chain) / capacity, (k - 1) * alloc + chain);
+  return ((d.download + afterDownload) * timeScale) / 1000;
 }
 
-/** Teardown: a hard stop and the destroy (a graceful ACPI shutdown is a choice on top of that). */
-export function teardownLowerBoundSeconds(timeScale: number): number {
+/**
+ * Teardown of `n` VMs: a hard stop and the destroy per VM (a graceful ACPI shutdown is a choice on top of that), at
+ * most `nodeTaskCapacity` task-seconds per second per node.
+ */
+export function teardownLowerBoundSeconds(timeScale: number, n = 1): number {
   const d = BENCH_TASK_DURATIONS_MS;
-  return ((d.qmstop + d.qmdestroy) * timeScale) / 1000;
+  const k = Math.ceil(Math.max(1, n) / BENCH_NODES);
+  const chain = d.qmstop + d.qmdestroy;
+  return (Math.max(chain, (k * chain) / BENCH_CONTENTION.nodeTaskCapacity) * timeScale) / 1000;
 }
 
 export function median(xs: readonly number[]): number {
@@ -210,13 +223,13 @@ export async function runBench(args: BenchArgs, say: (line: string) => void = (l
     }
     const ours = byKind.ours.length ? figuresOf(byKind.ours) : undefined;
     const up = byKind.upstream.length ? figuresOf(byKind.upstream) : undefined;
-    const lb = provisionLowerBoundSeconds(args.timeScale);
+    const lb = provisionLowerBoundSeconds(args.timeScale, n);
     const c: BenchCase = {
       n,
       runs: args.runs,
       time_scale: args.timeScale,
       lower_bound_s: num(lb) ?? 0,
-      teardown_lower_bound_s: num(teardownLowerBoundSeconds(args.timeScale)) ?? 0,
+      teardown_lower_bound_s: num(teardownLowerBoundSeconds(args.timeScale, n)) ?? 0,
       ours_provision_s: num(ours?.provision_s),
       upstream_provision_s: num(up?.provision_s),
       ours_teardown_s: num(ours?.teardown_s),

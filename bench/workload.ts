@@ -34,7 +34,7 @@ export interface WorkloadOptions {
    * when a provider's create is refused by Proxmox.
    */
   waitFor?: 'provisioned' | 'create-attempted';
-  /** Our provider's reconcile concurrency (default: its own default, 4). */
+  /** Our provider's provider.concurrency (default: its own default). */
   concurrency?: number;
   /** Log level for our provider's child process. */
   logLevel?: string;

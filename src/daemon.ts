@@ -29,6 +29,7 @@ import { PveClient } from './proxmox/client.js';
 import { omniAddressBook } from './provision/addresses.js';
 import { REQUEST_PHASES, type RequestPhase } from './provision/controller.js';
 import { ProxmoxProvisioner } from './provision/proxmoxProvisioner.js';
+import { TaskSlots } from './provision/taskSlots.js';
 
 export function packageVersion(): string {
   try {
@@ -131,6 +132,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     log: log.child({ component: 'steps' }),
     hostname: cfg.provider.hostname,
     taskWait: { onFinished: recordPveTasks(metrics) },
+    taskSlots: new TaskSlots({ perNode: cfg.provider.tasksPerNode, perStorage: cfg.provider.tasksPerStorage }),
     // Static addresses: what every request holds is read from the private states in Omni.
     addressBook: omniAddressBook(omni.state, cfg.provider.id),
   });

@@ -30,6 +30,10 @@ export interface ProviderSettings {
   name: string;
   description: string;
   concurrency: number;
+  /** Proxmox tasks at once per node (TaskSlots). */
+  tasksPerNode: number;
+  /** VM creates / ISO downloads at once per storage (TaskSlots). */
+  tasksPerStorage: number;
   hostname: HostnameMode;
   /** null = the ops endpoint is off. */
   healthListen: ListenAddress | null;
@@ -458,7 +462,9 @@ function buildProviderSettings(
     id,
     name: str('provider.name') || 'Proxmox',
     description: str('provider.description'),
-    concurrency: int('provider.concurrency', 1, 64, 'it is how many machine requests are worked on at once'),
+    concurrency: int('provider.concurrency', 1, 1000, 'it is how many machine requests are worked on at once'),
+    tasksPerNode: int('provider.tasksPerNode', 1, 64, 'it is how many Proxmox tasks this provider runs at once on one node'),
+    tasksPerStorage: int('provider.tasksPerStorage', 1, 64, 'it is how many VM creates or ISO downloads this provider runs at once on one storage'),
     hostname: hostname as HostnameMode,
     healthListen,
     logLevel: logLevel as LogLevel,

@@ -20,6 +20,8 @@ export interface RedactedConfig {
     name: string;
     description: string;
     concurrency: number;
+    tasksPerNode: number;
+    tasksPerStorage: number;
     hostname: string;
     healthListen: string;
     logLevel: string;

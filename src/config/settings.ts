@@ -37,6 +37,8 @@ export const SETTING_KEYS = [
   'provider.name',
   'provider.description',
   'provider.concurrency',
+  'provider.tasksPerNode',
+  'provider.tasksPerStorage',
   'provider.hostname',
   'provider.healthListen',
   'provider.logLevel',
@@ -188,8 +190,27 @@ export const SETTINGS: readonly SettingSpec[] = [
     kind: 'integer',
     flag: 'concurrency',
     env: 'PROVIDER_CONCURRENCY',
+    default: '64',
+    meaning:
+      'Machine requests worked on at once (1-1000): a safety valve; the load on Proxmox is bounded by provider.tasksPerNode and provider.tasksPerStorage.',
+  },
+  {
+    key: 'provider.tasksPerNode',
+    kind: 'integer',
+    flag: 'tasks-per-node',
+    env: 'PROVIDER_TASKS_PER_NODE',
     default: '4',
-    meaning: 'Machine requests reconciled in parallel (1-64).',
+    meaning:
+      "Proxmox tasks this provider runs at once on one node (1-64): VM create, seed upload, start, stop, destroy, seed removal. 4 is PVE's own default for bulk actions and the HA manager (datacenter.cfg max_workers).",
+  },
+  {
+    key: 'provider.tasksPerStorage',
+    kind: 'integer',
+    flag: 'tasks-per-storage',
+    env: 'PROVIDER_TASKS_PER_STORAGE',
+    default: '4',
+    meaning:
+      'VM creates allocating disks on one storage, and ISO downloads to one storage, at once (1-64); a shared storage counts cluster-wide (PVE allocates on it under a cluster-wide lock).',
   },
   {
     key: 'provider.hostname',

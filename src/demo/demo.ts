@@ -69,6 +69,8 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       name: 'Proxmox (demo)',
       description: 'Embedded demo: simulated Proxmox, in-process Omni',
       concurrency: 4,
+      tasksPerNode: 4,
+      tasksPerStorage: 4,
       hostname: 'none',
       healthListen: null,
       logLevel: 'info',

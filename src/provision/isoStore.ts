@@ -7,8 +7,10 @@ import { isNotFound, PveTaskError } from '../proxmox/errors.js';
 import type { TaskResult } from '../proxmox/tasks.js';
 import type { StorageEntry } from '../proxmox/types.js';
 import { StepFailure } from './step.js';
+import { storageSlot, TaskSlots } from './taskSlots.js';
 
-type WaitTask = (upid: string, signal?: AbortSignal) => Promise<TaskResult>;
+/** Waits for a task; `fresh`: it was started just before (its duration may be learned, see TaskDurations). */
+type WaitTask = (upid: string, signal?: AbortSignal, fresh?: boolean) => Promise<TaskResult>;
 
 /** Deterministic ISO storage preference: shared first (usable from every node), then by name. */
 export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
@@ -52,6 +54,8 @@ export class IsoStore {
   constructor(
     private readonly pve: PveClient,
     private readonly wait: WaitTask,
+    /** Slots per Proxmox write (downloads per storage, uploads and removals per node). */
+    private readonly slots: TaskSlots = new TaskSlots(),
   ) {}
 
   async chooseIsoStorage(node: string): Promise<string> {
@@ -91,7 +95,7 @@ export class IsoStore {
     const key = `${shared ? '' : opts.node}/${opts.storage}/${opts.filename}`;
     let inFlight = this.#downloads.get(key);
     if (!inFlight) {
-      inFlight = this.#download(opts, volid).finally(() => this.#downloads.delete(key));
+      inFlight = this.#download(opts, volid, shared === true).finally(() => this.#downloads.delete(key));
       this.#downloads.set(key, inFlight);
     } else {
       opts.log.info({ storage: opts.storage }, 'Talos ISO download already in flight; waiting for it');
@@ -99,15 +103,22 @@ export class IsoStore {
     return inFlight;
   }
 
-  async #download(opts: DownloadOptions, volid: string): Promise<string> {
+  async #download(opts: DownloadOptions, volid: string, shared: boolean): Promise<string> {
     let last: unknown;
     for (let attempt = 1; attempt <= opts.attempts; attempt++) {
       opts.log.info({ node: opts.node, storage: opts.storage, volume: volid, attempt }, 'downloading Talos ISO');
       try {
-        await opts.onStarting?.();
-        const upid = await this.pve.downloadUrl(opts.node, opts.storage, { url: opts.url, filename: opts.filename, content: 'iso' });
-        await opts.onStarted?.(upid);
-        await this.wait(upid, opts.signal);
+        // A download occupies its storage's download slot, not the node's: it is long and network-bound, and must not
+        // hold back the node's quick tasks.
+        const release = await this.slots.acquire({ storages: [storageSlot(opts.node, opts.storage, shared, 'download')] }, opts.signal);
+        try {
+          await opts.onStarting?.();
+          const upid = await this.pve.downloadUrl(opts.node, opts.storage, { url: opts.url, filename: opts.filename, content: 'iso' });
+          await opts.onStarted?.(upid);
+          await this.wait(upid, opts.signal, true);
+        } finally {
+          release();
+        }
         return volid;
       } catch (err) {
         // Someone else (another provider instance, an earlier run) finished the same file meanwhile.
@@ -138,15 +149,21 @@ export class IsoStore {
   }): Promise<string> {
     const volid = `${opts.storage}:iso/${opts.filename}`;
     const checksum = createHash('sha256').update(opts.data).digest('hex');
-    const upid = await this.pve.uploadFile(opts.node, opts.storage, {
-      filename: opts.filename,
-      content: 'iso',
-      data: opts.data,
-      checksum,
-      checksumAlgorithm: 'sha256',
-    });
-    await opts.onStarted?.(upid);
-    await this.wait(upid, opts.signal);
+    await this.slots.run(
+      { node: opts.node },
+      async () => {
+        const upid = await this.pve.uploadFile(opts.node, opts.storage, {
+          filename: opts.filename,
+          content: 'iso',
+          data: opts.data,
+          checksum,
+          checksumAlgorithm: 'sha256',
+        });
+        await opts.onStarted?.(upid);
+        await this.wait(upid, opts.signal, true);
+      },
+      opts.signal,
+    );
     return volid;
   }
 
@@ -169,8 +186,10 @@ export class IsoStore {
       const volid = `${opts.storage}:iso/${name}`;
       if (!content.some((c) => c.volid === volid)) continue;
       try {
-        const upid = await this.pve.deleteVolume(opts.nodeHint, opts.storage, volid);
-        if (upid) await this.wait(upid);
+        await this.slots.run({ node: opts.nodeHint }, async () => {
+          const upid = await this.pve.deleteVolume(opts.nodeHint, opts.storage, volid);
+          if (upid) await this.wait(upid, undefined, true);
+        });
         opts.log.info({ volume: volid }, 'seed ISO removed');
       } catch (err) {
         if (isNotFound(err)) continue;

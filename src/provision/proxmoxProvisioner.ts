@@ -18,7 +18,7 @@ import {
 } from '../proxmox/errors.js';
 import { buildNoCloudSeed, seedIsoFileName } from '../proxmox/nocloud.js';
 import { formatPropertyString, formats, parsePropertyString } from '../proxmox/propertyString.js';
-import { waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
+import { TaskDurations, waitForTask, type TaskResult, type TaskWaitClock, type WaitForTaskOptions } from '../proxmox/tasks.js';
 import { parseUpid } from '../proxmox/upid.js';
 import {
   AddressAllocator,
@@ -38,6 +38,7 @@ import type { MachineState } from './machineState.js';
 import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
 import { planVm, SEED_ISO_SLOT } from './planVm.js';
+import { storageSlot, TaskSlots } from './taskSlots.js';
 import { validateRequest } from './validateRequest.js';
 import { poolForNewVm, removeEmptyGoPool } from './pools.js';
 import { lowestFreeVmid, parseVmidRange, type VmidRange } from './vmidRange.js';
@@ -77,6 +78,11 @@ export interface ProxmoxProvisionerOptions {
    * effect; in a teardown, this request's own create (and seed upload) task before it is stopped.
    */
   pendingCreateWaitMs?: number;
+  /**
+   * Slots per Proxmox write: tasks at once per node and per storage (default: DEFAULT_TASK_SLOT_LIMITS). Shared by
+   * every request; a request holds slots only from a task's call to its end.
+   */
+  taskSlots?: TaskSlots;
   /**
    * Where the addresses every request holds are read from (the private states in Omni: omniAddressBook). Needed
    * only by requests with an `address_pool`; without it such a request fails.
@@ -207,6 +213,10 @@ export class ProxmoxProvisioner implements Provisioner {
   readonly #unresolvedSince = new Map<string, number>();
   readonly #clock: TaskWaitClock;
   readonly #ha: HaSteps;
+  /** Durations of the tasks this provisioner started, per node and type: where their waits poll first. */
+  readonly taskDurations = new TaskDurations();
+  /** Tasks at once per node and per storage. */
+  readonly slots: TaskSlots;
 
   constructor(opts: ProxmoxProvisionerOptions) {
     this.#opts = opts;
@@ -215,7 +225,8 @@ export class ProxmoxProvisioner implements Provisioner {
     this.#log = opts.log;
     this.ledger = opts.ledger ?? new InFlightLedger();
     this.addresses = new AddressAllocator(opts.addressBook);
-    this.#isos = new IsoStore(opts.pve, this.#wait.bind(this));
+    this.slots = opts.taskSlots ?? new TaskSlots();
+    this.#isos = new IsoStore(opts.pve, this.#wait.bind(this), this.slots);
     this.#ha = new HaSteps(opts.pve);
     this.#clock = opts.taskWait?.clock ?? {
       now: () => Date.now(),
@@ -251,8 +262,10 @@ export class ProxmoxProvisioner implements Provisioner {
     ];
   }
 
-  #wait(upid: string, signal?: AbortSignal): Promise<TaskResult> {
-    return waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, logger: this.#log });
+  /** Waits for a task; `fresh`: started just before, so its duration is learned and estimated (TaskDurations). */
+  #wait(upid: string, signal?: AbortSignal, fresh = false): Promise<TaskResult> {
+    const durations = fresh ? { durations: this.taskDurations } : {};
+    return waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, logger: this.#log, ...durations });
   }
 
   /** Chooses the node (once; kept while it is usable) and the SMBIOS UUID, so both are persisted before syncVM. */
@@ -510,7 +523,15 @@ export class ProxmoxProvisioner implements Provisioner {
     // The pool (field 12, the Go provider's): recorded with the create intent, so a teardown knows it.
     state.pool = (await poolForNewVm(this.#pve, request.providerData, request.machineRequestSetId, ctx.log)) ?? '';
     const storages = await storageFacts(this.#pve, state.node);
-    const vmid = await this.#create(ctx, selectDiskStorages(request.providerData, storages, state.node, this.#log), isoVolid);
+    const diskStorages = selectDiskStorages(request.providerData, storages, state.node, this.#log);
+    // The create occupies its node and every storage it allocates a disk on (PVE allocates under a storage lock).
+    const claim = {
+      node: state.node,
+      storages: [diskStorages.primary, ...diskStorages.additional].map((id) =>
+        storageSlot(state.node, id, storages.find((s) => s.storage === id)?.shared === true),
+      ),
+    };
+    const vmid = await this.slots.run(claim, () => this.#create(ctx, diskStorages, isoVolid), ctx.signal);
     state.vmid = vmid;
     clearCreateIntent(state);
     this.ledger.release(request.id);
@@ -622,7 +643,7 @@ export class ProxmoxProvisioner implements Provisioner {
         state.vmid = vmid;
         await ctx.checkpoint();
         try {
-          await this.#wait(upid, ctx.signal);
+          await this.#wait(upid, ctx.signal, true);
         } catch (err) {
           if (err instanceof PveTaskError && !err.vanished) {
             // The create task failed: no VM. Fields 7 and 11 are cleared (the Go provider would otherwise fail on
@@ -849,14 +870,15 @@ export class ProxmoxProvisioner implements Provisioner {
         });
       }
     }
-    const upid = await this.#pve.startVm(state.node, state.vmid);
-    // Field 8 is recorded as soon as Proxmox answered and kept once the VM runs, as the Go provider does: its startVM
-    // reads a non-empty field 8 as "started, look at that task" and otherwise injects its seed and starts again
-    // (a start of a running VM fails, and it would fail on that task forever).
-    state.vmStartTask = upid;
-    await ctx.checkpoint();
+    const release = await this.slots.acquire({ node: state.node }, ctx.signal);
     try {
-      await this.#wait(upid, ctx.signal);
+      const upid = await this.#pve.startVm(state.node, state.vmid);
+      // Field 8 is recorded as soon as Proxmox answered and kept once the VM runs, as the Go provider does: its
+      // startVM reads a non-empty field 8 as "started, look at that task" and otherwise injects its seed and starts
+      // again (a start of a running VM fails, and it would fail on that task forever).
+      state.vmStartTask = upid;
+      await ctx.checkpoint();
+      await this.#wait(upid, ctx.signal, true);
     } catch (err) {
       if (err instanceof PveTaskError && /already running/i.test(err.exitstatus)) {
         state.vmStartTask = '';
@@ -867,6 +889,8 @@ export class ProxmoxProvisioner implements Provisioner {
         await ctx.checkpoint().catch(() => undefined);
       }
       throw err;
+    } finally {
+      release();
     }
     ctx.log.info({ vmid: state.vmid, node: state.node }, 'VM started');
     return done;
@@ -1055,17 +1079,29 @@ export class ProxmoxProvisioner implements Provisioner {
       const timeout = this.#opts.shutdownTimeoutSec ?? 60;
       try {
         const upid = await this.#pve.shutdownVm(node, vmid, { timeout });
-        await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000 });
+        await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000, durations: this.taskDurations });
         log.info({ vmid, node }, 'VM shut down');
       } catch (err) {
         log.warn({ vmid, node, err: err instanceof Error ? err.message : String(err) }, 'graceful shutdown failed; stopping');
-        const upid = await this.#pve.stopVm(node, vmid, { overruleShutdown: true });
-        await this.#wait(upid, signal);
+        await this.slots.run(
+          { node },
+          async () => {
+            const upid = await this.#pve.stopVm(node, vmid, { overruleShutdown: true });
+            await this.#wait(upid, signal, true);
+          },
+          signal,
+        );
       }
     }
     try {
-      const upid = await this.#pve.deleteVm(node, vmid, { purge: true, destroyUnreferencedDisks: true });
-      await this.#wait(upid, signal);
+      await this.slots.run(
+        { node },
+        async () => {
+          const upid = await this.#pve.deleteVm(node, vmid, { purge: true, destroyUnreferencedDisks: true });
+          await this.#wait(upid, signal, true);
+        },
+        signal,
+      );
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;

@@ -64,6 +64,13 @@ export interface WaitForTaskOptions {
    * Not called when the wait was aborted or a status call failed for good. Errors it throws are ignored.
    */
   onFinished?: (type: string, outcome: TaskOutcome, seconds: number) => void;
+  /**
+   * Durations seen so far, per node and task type. When it holds an estimate for this task (and no pollSchedule is
+   * given), the first poll goes at that estimate instead of the back-off (see estimatedPoll); a successful wait
+   * records its duration. Pass it only for a task started just before the wait (a resumed wait would record a
+   * duration too short).
+   */
+  durations?: TaskDurations;
 }
 
 const MINUTE = 60_000;
@@ -92,6 +99,58 @@ export function backoffSchedule(opts: { initialMs?: number; maxMs?: number; fact
   const factor = opts.factor ?? 2;
   return (attempt) => Math.min(max, initial * factor ** Math.min(attempt, 30));
 }
+
+/**
+ * How long tasks took, per node and type, as this process saw them (ms from the start of the wait, right after the
+ * call that started the task). A wait records the middle between the last poll that saw the task running and the one
+ * that saw it stopped; when its first poll already saw it stopped, 90% of that poll's time (the estimate was too long,
+ * so it drifts down). The estimate is the median of the last `window` records of that type on that node, else of
+ * that type on any node, else none (the wait then uses the back-off).
+ */
+export class TaskDurations {
+  readonly #byNodeType = new Map<string, number[]>();
+  readonly #byType = new Map<string, number[]>();
+
+  constructor(private readonly window = 5) {}
+
+  record(node: string, type: string, ms: number): void {
+    if (!(ms >= 0)) return;
+    push(this.#byNodeType, `${node}\0${type}`, ms, this.window);
+    push(this.#byType, type, ms, this.window);
+  }
+
+  /** Milliseconds a task of `type` on `node` is expected to take, or undefined before the first one was seen. */
+  estimate(node: string, type: string): number | undefined {
+    return median(this.#byNodeType.get(`${node}\0${type}`) ?? this.#byType.get(type));
+  }
+}
+
+function push(map: Map<string, number[]>, key: string, ms: number, window: number): void {
+  const list = map.get(key) ?? [];
+  list.push(ms);
+  if (list.length > window) list.shift();
+  map.set(key, list);
+}
+
+function median(list: number[] | undefined): number | undefined {
+  if (!list?.length) return undefined;
+  const sorted = [...list].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * The poll plan when the task's duration is estimated (docs/performance.md, "Task waits", has the measurements):
+ * the first poll at 95% of the estimate, then polls every 5% of the estimate (at least 100 ms, at most 1 s) while the task is
+ * near its estimate, spacing out to 3 s as it overruns (a quarter of the overrun).
+ */
+export const estimatedPoll = {
+  firstMs: (estimateMs: number): number => Math.round(0.95 * estimateMs),
+  nextMs: (estimateMs: number, elapsedMs: number): number => {
+    const step = Math.min(1_000, Math.max(100, 0.05 * estimateMs));
+    return Math.round(Math.min(3_000, Math.max(step, (elapsedMs - estimateMs) / 4)));
+  },
+};
 
 const realClock: TaskWaitClock = {
   now: () => Date.now(),
@@ -147,6 +206,10 @@ async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptio
   const log = (opts.logger ?? silentLogger).child({ task: info.type, node: info.node, id: info.id });
   const started = clock.now();
   let lastStatus = 'running';
+  const estimate = opts.pollSchedule ? undefined : opts.durations?.estimate(info.node, info.type);
+  /** When a poll last saw the task running (ms into the wait): the task ended between it and the poll that saw it stopped. */
+  let lastRunningMs: number | undefined;
+  if (estimate !== undefined) await clock.sleep(Math.min(deadlineMs, estimatedPoll.firstMs(estimate)), opts.signal);
 
   for (let attempt = 0; ; attempt++) {
     opts.signal?.throwIfAborted();
@@ -174,12 +237,15 @@ async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptio
     if (status) {
       lastStatus = status.status;
       const stopped = status.status === 'stopped';
+      if (!stopped) lastRunningMs = clock.now() - started;
       opts.onProgress?.({ status: stopped ? 'stopped' : 'running', elapsedMs: clock.now() - started, task: status });
       if (stopped) {
         const exitstatus = status.exitstatus ?? 'unexpected status';
         const warnings = taskWarnings(exitstatus);
         if (warnings !== undefined) {
           if (warnings > 0) log.info({ upid, warnings }, 'proxmox task finished with warnings');
+          const endMs = clock.now() - started;
+          opts.durations?.record(info.node, info.type, lastRunningMs === undefined ? 0.9 * endMs : (lastRunningMs + endMs) / 2);
           return { upid, node: info.node, type: info.type, id: info.id, exitstatus, warnings };
         }
         const logTail = await fetchTaskLogTail(client, upid, opts.logTailLines ?? 20);
@@ -191,7 +257,8 @@ async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptio
     if (elapsed >= deadlineMs) {
       throw new PveTaskTimeoutError({ upid, type: info.type, node: info.node, deadlineMs, lastStatus });
     }
-    await clock.sleep(Math.max(0, Math.min(schedule(attempt), deadlineMs - elapsed)), opts.signal);
+    const next = estimate !== undefined ? estimatedPoll.nextMs(estimate, elapsed) : schedule(attempt);
+    await clock.sleep(Math.max(0, Math.min(next, deadlineMs - elapsed)), opts.signal);
   }
 }
 

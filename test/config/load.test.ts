@@ -67,7 +67,9 @@ describe('loadConfig: modes', () => {
       id: 'proxmox',
       name: 'Proxmox',
       description: 'Proxmox infrastructure provider',
-      concurrency: 4,
+      concurrency: 64,
+      tasksPerNode: 4,
+      tasksPerStorage: 4,
       hostname: 'none',
       healthListen: { host: undefined, port: 8080 },
       logLevel: 'info',
@@ -264,7 +266,7 @@ describe('loadConfig: validation messages', () => {
     );
     expect(e.problems).toHaveLength(5);
     const text = e.problems.join('\n');
-    expect(text).toContain('--concurrency must be a whole number from 1 to 64 (got "0")');
+    expect(text).toContain('--concurrency must be a whole number from 1 to 1000 (got "0")');
     expect(text).toContain('--hostname must be one of none, request-id');
     expect(text).toMatch(/PROVIDER_HEARTBEAT_INTERVAL_SECONDS must be a whole number from 1 to 25 .*30 s/);
     expect(text).toContain('LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent');

@@ -36,8 +36,14 @@ describe('bench statistics', () => {
     // download 20 s + qmcreate 3 s + seed upload 1 s + qmstart 2 s = 26 s simulated
     expect(provisionLowerBoundSeconds(1)).toBeCloseTo(26);
     expect(provisionLowerBoundSeconds(0.25)).toBeCloseTo(6.5);
-    // qmstop 1 s + qmdestroy 3 s
+    // n = 10: 4 VMs on a node: 3 allocation locks of 0.3 s before the last chain of 6 s.
+    expect(provisionLowerBoundSeconds(1, 10)).toBeCloseTo(26.9);
+    // n = 30 and 100: 10 and 34 VMs per node, 6 task-seconds each, 4 task-seconds per second.
+    expect(provisionLowerBoundSeconds(1, 30)).toBeCloseTo(35);
+    expect(provisionLowerBoundSeconds(1, 100)).toBeCloseTo(71);
+    // qmstop 1 s + qmdestroy 3 s; 10 VMs per node at n = 30: 40 task-seconds / 4
     expect(teardownLowerBoundSeconds(0.5)).toBeCloseTo(2);
+    expect(teardownLowerBoundSeconds(1, 30)).toBeCloseTo(10);
   });
 
   it('says loudly in the table when the upstream provider was not measured', () => {

@@ -54,6 +54,8 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
       name: 'Proxmox (conformance)',
       description: 'conformance suite',
       concurrency: 2,
+      tasksPerNode: 4,
+      tasksPerStorage: 4,
       hostname: 'none',
       healthListen: null,
       logLevel: 'info',

@@ -57,6 +57,8 @@ beforeAll(async () => {
       name: 'Proxmox',
       description: 'metrics test',
       concurrency: 2,
+      tasksPerNode: 4,
+      tasksPerStorage: 4,
       hostname: 'none',
       healthListen: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',

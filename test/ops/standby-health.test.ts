@@ -38,6 +38,8 @@ beforeAll(async () => {
       name: 'Proxmox',
       description: 'standby test',
       concurrency: 1,
+      tasksPerNode: 4,
+      tasksPerStorage: 4,
       hostname: 'none',
       healthListen: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',

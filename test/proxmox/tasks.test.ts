@@ -6,6 +6,8 @@ import {
   type TaskWaitClock,
   backoffSchedule,
   defaultTaskDeadlineMs,
+  estimatedPoll,
+  TaskDurations,
   waitForTask,
 } from '../../src/proxmox/tasks.js';
 import { type RecordedRequest, type Reply, ok, startPveServer, closeAfterEach } from './pveTestServer.js';
@@ -199,5 +201,62 @@ describe('task deadlines and schedule', () => {
     const s = backoffSchedule();
     expect([0, 1, 2, 3, 4, 5, 6, 50].map(s)).toEqual([100, 200, 400, 800, 1600, 3000, 3000, 3000]);
     expect([0, 1, 2].map(backoffSchedule({ initialMs: 1000, maxMs: 5000 }))).toEqual([1000, 2000, 4000]);
+  });
+
+  it('with a duration estimate, polls first near it, then in short steps, and learns from the wait', async () => {
+    const durations = new TaskDurations();
+    durations.record('pve2', 'qmcreate', 3000);
+    const { server, client } = await setup([status('running'), status('running'), status('stopped', 'OK')]);
+    const clock = fakeClock();
+    await waitForTask(client, UPID, { clock, durations });
+    // 95% of 3 s, then steps of 5% (150 ms) while near the estimate.
+    expect(clock.sleeps).toEqual([2850, 150, 150]);
+    expect(server.requests).toHaveLength(3);
+    // Ended between the poll at 3.0 s (running) and the one at 3.15 s: the middle is recorded; median of 3000, 3075.
+    expect(durations.estimate('pve2', 'qmcreate')).toBe(3037.5);
+  });
+
+  it('with a duration estimate, a task done at the first poll costs one call and lowers the estimate', async () => {
+    const durations = new TaskDurations(1);
+    durations.record('pve2', 'qmcreate', 4000);
+    const { server, client } = await setup([status('stopped', 'OK')]);
+    const clock = fakeClock();
+    await waitForTask(client, UPID, { clock, durations });
+    expect(clock.sleeps).toEqual([3800]);
+    expect(server.requests).toHaveLength(1);
+    expect(durations.estimate('pve2', 'qmcreate')).toBe(0.9 * 3800);
+  });
+
+  it('without an estimate, or with an explicit schedule, waits as before; failures are not learned', async () => {
+    const durations = new TaskDurations();
+    const { client } = await setup([status('running'), status('stopped', 'boom')]);
+    const clock = fakeClock();
+    await expect(waitForTask(client, UPID, { clock, durations })).rejects.toBeInstanceOf(PveTaskError);
+    expect(clock.sleeps).toEqual([100]);
+    expect(durations.estimate('pve2', 'qmcreate')).toBeUndefined();
+    durations.record('pve2', 'qmcreate', 3000);
+    const second = await setup([status('stopped', 'OK')]);
+    const clock2 = fakeClock();
+    await waitForTask(second.client, UPID, { clock: clock2, durations, pollSchedule: () => 10 });
+    expect(clock2.sleeps).toEqual([]);
+  });
+
+  it('estimates per node and type, falling back to the type on any node, from the median of a window', () => {
+    const d = new TaskDurations(3);
+    expect(d.estimate('pve1', 'qmstart')).toBeUndefined();
+    for (const ms of [1000, 5000, 2000, 3000]) d.record('pve1', 'qmstart', ms);
+    expect(d.estimate('pve1', 'qmstart')).toBe(3000); // median of the last three: 5000, 2000, 3000
+    expect(d.estimate('pve9', 'qmstart')).toBe(3000); // no record on pve9: the type on any node
+    d.record('pve9', 'qmstart', 800);
+    expect(d.estimate('pve9', 'qmstart')).toBe(800);
+    expect(d.estimate('pve1', 'qmcreate')).toBeUndefined();
+  });
+
+  it('spaces polls out as a task overruns its estimate', () => {
+    expect(estimatedPoll.nextMs(3000, 3000)).toBe(150);
+    expect(estimatedPoll.nextMs(500, 600)).toBe(100);
+    expect(estimatedPoll.nextMs(60_000, 60_500)).toBe(1000);
+    expect(estimatedPoll.nextMs(3000, 7000)).toBe(1000);
+    expect(estimatedPoll.nextMs(3000, 60_000)).toBe(3000);
   });
 });

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import type { DatacenterOptions } from './state.js';
+import type { ContentionModel } from './tasks.js';
 import type { VersionProfileName } from './version.js';
 
 export interface FixtureNode {
@@ -117,6 +118,8 @@ export interface PveFixture {
   statsCadenceMs?: number;
   /** Simulated task durations in ms, per task type. */
   taskDurations?: Record<string, number>;
+  /** Storage allocation lock and node slowdown (docs/simulator.md, Contention). */
+  contention?: Partial<ContentionModel>;
   /** Size of the bytes a download-url task "downloads". Default 8 MiB. */
   downloadSizeBytes?: number;
   nodes: FixtureNode[];

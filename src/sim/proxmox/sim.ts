@@ -121,6 +121,7 @@ export class PveSim {
       f.taskDurations ?? {},
       (t) => this.faults.taskOutcome(t),
       (node) => this.state.nodes.get(node)?.bootedAtMs ?? 0,
+      f.contention,
     );
     seedFixture(this, f);
     for (const vm of this.state.vms.values()) if (vm.haManaged) this.ha.addResource(this, `vm:${vm.vmid}`, { state: vm.running ? 'started' : 'stopped' });

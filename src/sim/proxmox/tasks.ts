@@ -24,6 +24,37 @@ export const defaultTaskDurations = {
   hastop: 1000,
 } as const satisfies Readonly<Record<string, number>>;
 
+/**
+ * What limits a node under parallel load (docs/simulator.md, "Contention"). Durations are fixed when a task starts.
+ */
+export interface ContentionModel {
+  /**
+   * Simulated ms one disk allocation of a VM create holds its storage's lock (PVE allocates each volume under a
+   * storage lock: per node for local storage, cluster-wide for shared storage). 0 = no lock. Default 300.
+   */
+  storageAllocMs: number;
+  /** How long an allocation waits for that lock before the create fails (PVE: 10 s for both kinds). */
+  storageLockTimeoutMs: number;
+  /**
+   * Tasks a node runs at full speed. A task started while N tasks (itself included) run on its node takes its
+   * duration × N / capacity when N is above it (an approximation of the node's CPU and I/O shared by its tasks). 0 = no
+   * slowdown. Default 0.
+   */
+  nodeTaskCapacity: number;
+}
+
+/** Tasks that mostly wait for the guest (a graceful shutdown): no load on the node, and not slowed by it. */
+const waitingTasks = new Set(['qmshutdown']);
+
+export const defaultContention: ContentionModel = { storageAllocMs: 300, storageLockTimeoutMs: 10_000, nodeTaskCapacity: 0 };
+
+/** One disk allocation of a task: the storage lock it takes, and the error PVE reports when that lock times out. */
+export interface TaskAllocation {
+  /** `<node>/<storage>` for local storage, `<storage>` for shared storage. */
+  lock: string;
+  timeoutMessage: string;
+}
+
 /** The body of a task: runs when the task's time is up. Throwing fails the task with the error's message. */
 export type TaskWork = (log: (line: string) => void) => void | { warnings: number };
 
@@ -38,6 +69,8 @@ export interface TaskSpec {
   /** Called when the task starts, before the UPID is returned. */
   durationMs?: number;
   vmid?: number;
+  /** Disk allocations at the start of the task, in order, each under its storage lock (ContentionModel). */
+  allocations?: readonly TaskAllocation[];
 }
 
 export interface SimTask {
@@ -73,14 +106,45 @@ export class TaskBoard {
   private readonly tasks: SimTask[] = [];
   private readonly pidCounters = new Map<string, number>();
   readonly durations: Record<string, number>;
+  readonly contention: ContentionModel;
+  /** When each storage lock is free again (simulated ms). */
+  private readonly lockFreeAt = new Map<string, number>();
 
   constructor(
     private readonly clock: SimClock,
     durations: Readonly<Record<string, number>>,
     private readonly pickOverride: (t: { type: string; node: string; vmid?: number }) => TaskOutcomeOverride | undefined,
     private readonly nodeBootMs: (node: string) => number,
+    contention: Partial<ContentionModel> = {},
   ) {
     this.durations = { ...defaultTaskDurations, ...durations };
+    this.contention = { ...defaultContention, ...contention };
+  }
+
+  /**
+   * Takes the storage locks of `allocations` one after the other from `now`: how long the task waited for them,
+   * and the timeout error when a lock stayed held past storageLockTimeoutMs.
+   */
+  private allocate(allocations: readonly TaskAllocation[], now: number): { waitedMs: number; failure?: string } {
+    const hold = this.contention.storageAllocMs;
+    if (hold <= 0) return { waitedMs: 0 };
+    let t = now;
+    let waited = 0;
+    for (const a of allocations) {
+      const free = Math.max(t, this.lockFreeAt.get(a.lock) ?? 0);
+      if (free - t > this.contention.storageLockTimeoutMs) {
+        return { waitedMs: waited + this.contention.storageLockTimeoutMs, failure: a.timeoutMessage };
+      }
+      waited += free - t;
+      t = free + hold;
+      this.lockFreeAt.set(a.lock, t);
+    }
+    return { waitedMs: waited };
+  }
+
+  /** Running tasks on `node` that load it. */
+  private running(node: string): number {
+    return this.tasks.filter((t) => t.node === node && t.status === 'running' && !waitingTasks.has(t.type)).length;
   }
 
   start(spec: TaskSpec): SimTask {
@@ -91,8 +155,17 @@ export class TaskBoard {
     const pstart = Math.max(0, Math.floor((now - this.nodeBootMs(spec.node)) / 10));
     const starttime = Math.floor(now / 1000);
     const upid = `UPID:${spec.node}:${hex(pid, 8)}:${hex(pstart, 8)}:${hex(starttime, 8)}:${spec.type}:${spec.id}:${spec.caller.authid}:`;
-    const override = this.pickOverride({ type: spec.type, node: spec.node, ...(spec.vmid !== undefined ? { vmid: spec.vmid } : {}) });
-    const duration = override?.kind === 'stuck' ? Infinity : (spec.durationMs ?? this.durations[spec.type] ?? 1000);
+    let override = this.pickOverride({ type: spec.type, node: spec.node, ...(spec.vmid !== undefined ? { vmid: spec.vmid } : {}) });
+    const base = spec.durationMs ?? this.durations[spec.type] ?? 1000;
+    const capacity = this.contention.nodeTaskCapacity;
+    const load = this.running(spec.node) + 1;
+    const slowed = capacity > 0 && load > capacity && !waitingTasks.has(spec.type) ? Math.round((base * load) / capacity) : base;
+    const lock = spec.allocations?.length ? this.allocate(spec.allocations, now) : { waitedMs: 0 };
+    let duration = override?.kind === 'stuck' ? Infinity : lock.waitedMs + slowed;
+    if (lock.failure !== undefined && override === undefined) {
+      override = { kind: 'fail', message: lock.failure };
+      duration = lock.waitedMs;
+    }
     const task: SimTask = {
       upid,
       node: spec.node,

@@ -5,6 +5,7 @@ import { paramError, PveApiError, serverError } from '../errors.js';
 import type { Route, RouteContext } from '../routing.js';
 import type { PveSim } from '../sim.js';
 import type { SimVm } from '../state.js';
+import type { TaskAllocation } from '../tasks.js';
 import { nodeSpec, storageSpec, vmidSpec, type CheckedParams, type ParamSchema } from '../validate.js';
 import {
   agentEnabled,
@@ -216,6 +217,7 @@ async function createVm({ sim, caller, node, params }: RouteContext): Promise<st
     id: String(vmid),
     vmid,
     caller,
+    allocations: storageAllocations(sim, n, plans),
     work: (log) => {
       // As qemu-server's create worker: tag rules first (assert_tag_permissions), then the config is written.
       if (values['tags'] !== undefined) assertTagPermissions(sim, caller, values['tags']);
@@ -232,6 +234,22 @@ async function createVm({ sim, caller, node, params }: RouteContext): Promise<st
     },
   });
   return task.upid;
+}
+
+/**
+ * The storage locks a create's new disks take (pve-storage vdisk_alloc → cluster_lock_storage): a lock file on the
+ * node for local storage, the cluster-wide cfs lock `storage-<id>` for shared storage; 10 s to get it.
+ */
+function storageAllocations(sim: PveSim, node: string, plans: DrivePlan[]): TaskAllocation[] {
+  return plans.flatMap((p) => {
+    if (p.kind !== 'new') return [];
+    const shared = sim.state.storages.get(p.sid)?.shared === true;
+    return [
+      shared
+        ? { lock: p.sid, timeoutMessage: `cfs-lock 'storage-${p.sid}' error: got lock request timeout` }
+        : { lock: `${node}/${p.sid}`, timeoutMessage: `can't lock file '/var/lock/pve-manager/pve-storage-${p.sid}' - got timeout` },
+    ];
+  });
 }
 
 function buildConfig(sim: PveSim, vm: SimVm, values: Record<string, string>, plans: DrivePlan[], allocated: string[]): Map<string, string> {

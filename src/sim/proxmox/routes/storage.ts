@@ -214,17 +214,20 @@ function download({ sim, caller, node, params }: RouteContext): string {
   const name = `${content}/${filename}`;
   const path = sim.state.volumePath(s, name);
   const failure = sim.downloadFailures.shift();
+  // PVE::Tools::download_file_from_url looks for the file when the worker starts (not when it ends): an existing file
+  // fails it at once; two overlapping downloads of one file both pass, each writes its own temporary file and renames
+  // it into place at its end, so both succeed and the later one replaces the earlier one's file.
+  const existedAtStart = sim.state.volumeMap(s, n).has(name) && params['checksum'] === undefined;
   const task = sim.taskBoard.start({
     node: n,
     type: 'download',
     id: encodeTaskId(filename),
     caller,
+    ...(existedAtStart ? { durationMs: 0 } : {}),
     work: (log) => {
       log(`downloading ${url} to ${path}`);
+      if (existedAtStart) throw new Error(`refusing to override existing file '${path}'`);
       if (failure !== undefined) throw new Error(`download failed: ${failure}`);
-      if (sim.state.volumeMap(s, n).has(name) && params['checksum'] === undefined) {
-        throw new Error(`refusing to override existing file '${path}'`);
-      }
       if (!sim.state.activeOn(s, n)) throw new Error(`download failed: storage '${sid}' is not online`);
       const size = sim.downloadSizeBytes;
       if (size > sim.state.usage(s, n).avail) throw new Error(`download failed: write error: No space left on device`);
