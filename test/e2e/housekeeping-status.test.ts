@@ -37,7 +37,7 @@ describe('housekeeping, status and logs against a running daemon', () => {
       expect(code).toBe(0);
       const report = JSON.parse(out) as StatusReport;
       expect(report.omni.lease.text).toMatch(/^held by .* \(pid \d+, instance \S+\), renewed /);
-      expect(report.requests).toEqual([expect.objectContaining({ id, stage: 'PROVISIONED', step: 'startVM', error: '' })]);
+      expect(report.requests).toEqual([expect.objectContaining({ id, stage: 'PROVISIONED', step: 'syncHARules', error: '' })]);
       expect(report.requests[0]!.vmid).toBeGreaterThan(0);
       expect(report.orphanVms?.map((v) => v.vmid)).toEqual([orphan.vmid]);
       expect(report.isos?.perStorage.reduce((n, s) => n + s.talos.inUse + s.seeds.inUse, 0)).toBe(2);
