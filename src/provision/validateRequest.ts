@@ -131,32 +131,7 @@ function checkCapacity(data: ProviderData, eligible: readonly NodeListEntry[]): 
 }
 
 async function checkPciMappings(pve: PveClient, data: ProviderData, eligible: readonly string[]): Promise<void> {
-  if (data.pci_devices.length === 0) return;
-  let mappings: PciMapping[];
-  try {
-    mappings = await pve.pciMappings();
-  } catch (err) {
-    rethrowTransport(err);
-    if (cannotTell(err)) return;
-    throw err;
-  }
-  const byId = pciMappingNodes(mappings);
-  const visible = [...byId.keys()].sort().join(', ') || 'none';
-  data.pci_devices.forEach((dev, i) => {
-    const field = `pci_devices[${i}].mapping`;
-    const nodes = byId.get(dev.mapping);
-    if (nodes === undefined) {
-      refuse(
-        field,
-        `no PCI resource mapping "${dev.mapping}" in the cluster (mappings the token can see: ${visible}; ` +
-          `the token needs Mapping.Use on /mapping/pci/${dev.mapping})`,
-      );
-    }
-    if (!eligible.some((n) => nodes.has(n))) {
-      const has = [...nodes].sort().join(', ') || 'no node';
-      refuse(field, `PCI mapping "${dev.mapping}" has devices on ${has}, none of them a node this VM may use (${eligible.join(', ')})`);
-    }
-  });
+  await checkMappings('PCI', 'pci_devices', data.pci_devices, () => pve.pciMappings(), eligible);
 }
 
 /**
@@ -166,10 +141,21 @@ async function checkPciMappings(pve: PveClient, data: ProviderData, eligible: re
  * with an entry for every requested mapping.
  */
 async function checkUsbMappings(pve: PveClient, data: ProviderData, eligible: readonly string[]): Promise<void> {
-  if (data.usb_devices.length === 0) return;
-  let mappings: UsbMapping[];
+  await checkMappings('USB', 'usb_devices', data.usb_devices, () => pve.usbMappings(), eligible);
+}
+
+/** Each device's resource mapping exists (as far as the token can see) and has an entry on a node the VM may use. */
+async function checkMappings(
+  kind: 'PCI' | 'USB',
+  key: 'pci_devices' | 'usb_devices',
+  devices: ReadonlyArray<{ mapping: string }>,
+  list: () => Promise<PciMapping[] | UsbMapping[]>,
+  eligible: readonly string[],
+): Promise<void> {
+  if (devices.length === 0) return;
+  let mappings: PciMapping[] | UsbMapping[];
   try {
-    mappings = await pve.usbMappings();
+    mappings = await list();
   } catch (err) {
     rethrowTransport(err);
     if (cannotTell(err)) return;
@@ -177,19 +163,19 @@ async function checkUsbMappings(pve: PveClient, data: ProviderData, eligible: re
   }
   const byId = pciMappingNodes(mappings);
   const visible = [...byId.keys()].sort().join(', ') || 'none';
-  data.usb_devices.forEach((dev, i) => {
-    const field = `usb_devices[${i}].mapping`;
+  devices.forEach((dev, i) => {
+    const field = `${key}[${i}].mapping`;
     const nodes = byId.get(dev.mapping);
     if (nodes === undefined) {
       refuse(
         field,
-        `no USB resource mapping "${dev.mapping}" in the cluster (mappings the token can see: ${visible}; ` +
-          `the token needs Mapping.Use on /mapping/usb/${dev.mapping})`,
+        `no ${kind} resource mapping "${dev.mapping}" in the cluster (mappings the token can see: ${visible}; ` +
+          `the token needs Mapping.Use on /mapping/${kind.toLowerCase()}/${dev.mapping})`,
       );
     }
     if (!eligible.some((n) => nodes.has(n))) {
       const has = [...nodes].sort().join(', ') || 'no node';
-      refuse(field, `USB mapping "${dev.mapping}" has devices on ${has}, none of them a node this VM may use (${eligible.join(', ')})`);
+      refuse(field, `${kind} mapping "${dev.mapping}" has devices on ${has}, none of them a node this VM may use (${eligible.join(', ')})`);
     }
   });
 }
