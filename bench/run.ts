@@ -22,6 +22,11 @@ export interface ProviderCaseFigures {
   provision_s: number;
   teardown_s: number;
   api_calls_per_vm: number;
+  /** Proxmox calls per VM while provisioning / while tearing down (medians). */
+  api_calls_provision_per_vm: number;
+  api_calls_teardown_per_vm: number;
+  /** Proxmox calls per VM by route (`METHOD /route`, median over runs), to see where the calls go. */
+  api_calls_by_route_per_vm: Record<string, number>;
   omni_rpcs_per_vm: number;
   rss_mb: number;
   cpu_s: number;
@@ -164,6 +169,13 @@ function figuresOf(results: WorkloadResult[]): ProviderCaseFigures {
     provision_s: median(ok.map((r) => r.provisionSeconds)),
     teardown_s: median(ok.map((r) => r.teardownSeconds)),
     api_calls_per_vm: perVm((r) => r.proxmoxCalls.total),
+    api_calls_provision_per_vm: perVm((r) => r.proxmoxCalls.provision),
+    api_calls_teardown_per_vm: perVm((r) => r.proxmoxCalls.teardown),
+    api_calls_by_route_per_vm: Object.fromEntries(
+      [...new Set(ok.flatMap((r) => Object.keys(r.proxmoxCalls.byRoute)))]
+        .sort()
+        .map((route) => [route, Math.round(perVm((r) => r.proxmoxCalls.byRoute[route] ?? 0) * 100) / 100]),
+    ),
     omni_rpcs_per_vm: perVm((r) => r.omniRpcs.total),
     rss_mb: median(ok.map((r) => r.peakRssMb)),
     cpu_s: median(ok.map((r) => r.cpuSeconds)),

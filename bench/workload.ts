@@ -1,6 +1,7 @@
 // One benchmark workload: an in-process Omni asks one provider process for N machines of one machine set on the
 // simulated 3-node cluster, waits until every request is PROVISIONED, then tears them all down; records timings,
 // Proxmox calls, Omni RPCs, CPU and peak RSS, and the VM create parameters (for the differential report).
+import { writeFile } from 'node:fs/promises';
 import { silentLogger } from '../src/log.js';
 import { PveSim, ScaledClock, startPveSimServer, type PveFixture, type RequestRecord } from '../src/sim/proxmox/index.js';
 import { startInProcessOmniBackend, type OmniBackend } from './omni-backend.js';
@@ -248,6 +249,11 @@ export async function runWorkload(opts: WorkloadOptions): Promise<WorkloadResult
       result.vmsLeftAfterTeardown = [...sim.state.vms.values()].length;
     }
     const simEnd = sim.requests.length;
+    if (process.env.BENCH_DUMP_CALLS) {
+      // Every Proxmox call of the measured window, one per line (for finding where calls go; not part of the figures).
+      const lines = sim.requests.slice(simBefore, simEnd).map((r) => `${(r.atMs / 1000).toFixed(3)} ${r.method} ${r.path}${r.params.typefilter ? ` ${r.params.typefilter}` : ''}`);
+      await writeFile(`${process.env.BENCH_DUMP_CALLS}.${opts.kind}.n${n}.txt`, `${lines.join('\n')}\n`);
+    }
     const provisionCounts = sumCounts(omniMid, omniBefore);
     const allCounts = sumCounts(await omni.callCounts(), omniBefore);
     result.proxmoxCalls = {

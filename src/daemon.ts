@@ -272,6 +272,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
       metrics: createHousekeepingMetrics(metrics.registry),
       // Only the lease holder removes anything (every instance reports what it finds).
       mayWrite: () => elector.canAct(),
+      busy: () => provisioner.slots.busy(),
     });
     housekeeper.start();
   }

@@ -320,6 +320,14 @@ export interface HousekeeperOptions {
    * here, so that only the lease holder removes anything; reporting runs on every instance.
    */
   mayWrite?: () => boolean;
+  /**
+   * Whether provisioning or teardown work is going on (the provisioner's task slots). A pass due while busy waits,
+   * re-checking every `busyRetryMs`, for at most one interval: housekeeping's listings do not compete with the
+   * requests' own calls, and the scan does not race creates in flight.
+   */
+  busy?: () => boolean;
+  /** How often a pass postponed by `busy` looks again (default 30 s). */
+  busyRetryMs?: number;
 }
 
 export interface HousekeepingPass {
@@ -329,7 +337,10 @@ export interface HousekeepingPass {
   failures: string[];
 }
 
-/** Runs a pass every `intervalSeconds` (the first one 10 s after start); removes only what the settings allow. */
+/**
+ * Runs a pass every `intervalSeconds` (the first one 10 s after start, postponed while provisioning work is going
+ * on, see `busy`); removes only what the settings allow.
+ */
 export class Housekeeper {
   readonly #o: HousekeeperOptions;
   readonly #now: () => number;
@@ -355,8 +366,13 @@ export class Housekeeper {
       { intervalSeconds, removeOrphanVms, ...(removeOrphanVms ? { orphanVmGraceSeconds } : {}), removeUnusedIsos, ...(removeUnusedIsos ? { talosIsoMinAgeSeconds } : {}) },
       removeOrphanVms || removeUnusedIsos ? 'housekeeping on: reports and removes what the settings allow' : 'housekeeping on: reports only',
     );
-    const tick = (delay: number): void => {
+    const retryMs = this.#o.busyRetryMs ?? 30_000;
+    const tick = (delay: number, postponedMs = 0): void => {
       this.#timer = setTimeout(() => {
+        if (this.#o.busy?.() && postponedMs + retryMs <= this.#o.settings.intervalSeconds * 1000) {
+          tick(retryMs, postponedMs + retryMs);
+          return;
+        }
         this.#running = this.runOnce()
           .catch(() => undefined)
           .finally(() => {

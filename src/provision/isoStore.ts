@@ -172,13 +172,14 @@ export class IsoStore {
    * listed or a file could not be removed (after trying every name): a teardown must be retried then, not release the
    * request while its seed is still on the storage.
    */
-  async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<void> {
-    if (!opts.storage || !opts.nodeHint) return;
+  async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<string[]> {
+    const removed: string[] = [];
+    if (!opts.storage || !opts.nodeHint) return removed;
     let content;
     try {
       content = await this.pve.storageContent(opts.nodeHint, opts.storage, { content: 'iso' });
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (isNotFound(err)) return removed;
       throw new Error(`listing ISO storage ${opts.storage} on node ${opts.nodeHint} to remove the seed failed: ${errorText(err)}`, { cause: err });
     }
     const failed: string[] = [];
@@ -191,6 +192,7 @@ export class IsoStore {
           if (upid) await this.wait(upid, undefined, true);
         });
         opts.log.info({ volume: volid }, 'seed ISO removed');
+        removed.push(volid);
       } catch (err) {
         if (isNotFound(err)) continue;
         opts.log.warn({ volume: volid, err: errorText(err) }, 'could not remove seed ISO');
@@ -198,6 +200,7 @@ export class IsoStore {
       }
     }
     if (failed.length > 0) throw new Error(`could not remove seed ISO ${failed.join('; ')}`);
+    return removed;
   }
 }
 

@@ -103,7 +103,7 @@ interface RecordedVm {
 /** What one look at a recorded VMID found. */
 type VmLook =
   /** A VM with our SMBIOS UUID (our name for states without a UUID), its config readable. */
-  | { kind: 'ours'; node: string }
+  | { kind: 'ours'; node: string; config: Record<string, unknown> }
   /** A VM carrying another identity: someone else's, never touched. */
   | { kind: 'foreign'; node: string }
   /** A VM still in `lock: create` (not identifiable yet), or our recorded create task still running. */
@@ -701,7 +701,7 @@ export class ProxmoxProvisioner implements Provisioner {
       return { kind: 'creating', node, taskRunning: rec.upid === undefined ? undefined : await this.#taskRunning(rec.upid) };
     }
     const ours = state.uuid ? smbiosUuidOf(config) === state.uuid.toLowerCase() : config.name === requestId;
-    return ours ? { kind: 'ours', node } : { kind: 'foreign', node };
+    return ours ? { kind: 'ours', node, config } : { kind: 'foreign', node };
   }
 
   /** True once this process has seen the create `request/vmid` unresolved for the pending-create bound. */
@@ -723,7 +723,7 @@ export class ProxmoxProvisioner implements Provisioner {
     requestId: string,
     log: Logger,
     signal: AbortSignal | undefined,
-  ): Promise<{ kind: 'ours' | 'foreign'; node: string } | { kind: 'absent' }> {
+  ): Promise<{ kind: 'ours'; node: string; config: Record<string, unknown> } | { kind: 'foreign'; node: string } | { kind: 'absent' }> {
     const bound = this.#opts.pendingCreateWaitMs ?? 60_000;
     const key = `${requestId}/${rec.vmid}`;
     let announced = false;
@@ -949,6 +949,8 @@ export class ProxmoxProvisioner implements Provisioner {
     this.ledger.release(requestId);
     this.#pendingSince.delete(requestId);
     const targets = new Map<number, string>();
+    /** Configs read while settling (the VM's identity was checked on them): its seed slots are read from them. */
+    const configs = new Map<number, Record<string, unknown>>();
     const recorded: RecordedVm[] = [];
     if (state.vmid) recorded.push(this.#recorded(state, 'confirmed'));
     if (state.createVmid && state.createVmid !== state.vmid) recorded.push(this.#recorded(state, 'intent'));
@@ -956,12 +958,14 @@ export class ProxmoxProvisioner implements Provisioner {
       const settled = await this.#settleForTeardown(rec, state, requestId, log, ctx.signal);
       if (settled.kind === 'ours') {
         targets.set(rec.vmid, settled.node);
+        configs.set(rec.vmid, settled.config);
       } else if (settled.kind === 'foreign') {
         log.warn({ vmid: rec.vmid, node: settled.node }, 'VMID now belongs to a VM that is not ours; leaving it alone');
       }
     }
-    if (state.uuid) {
+    if (state.uuid && configs.size === 0) {
       // Also by name + SMBIOS UUID: a VM of ours nothing recorded (a provider version without write-ahead intent).
+      // Not needed when a recorded VMID already holds the VM with this UUID: the request has one VM.
       const found = await findRequestVm(this.#pve, requestId, state.uuid);
       if (found.vm && !targets.has(found.vm.vmid)) targets.set(found.vm.vmid, found.vm.node);
     } else if (!state.vmid && !state.createVmid && state.volumeId) {
@@ -991,7 +995,7 @@ export class ProxmoxProvisioner implements Provisioner {
     // `user-data-<that VMID>.iso`, or ours): never because of its name alone.
     const attached: Array<{ node: string; storage: string; name: string }> = [];
     for (const [vmid, node] of targets) {
-      const config = await readConfig(this.#pve, node, vmid);
+      const config = configs.get(vmid) ?? (await readConfig(this.#pve, node, vmid));
       if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
     }
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
@@ -1000,9 +1004,13 @@ export class ProxmoxProvisioner implements Provisioner {
     // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
     // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
     const seedFailures: string[] = [];
+    /** `node/volid` of the seeds removed so far (a seed removed through its VM's config is not listed again by name). */
+    const removed = new Set<string>();
     const removeSeeds = async (opts: Parameters<IsoStore['removeSeeds']>[0]): Promise<void> => {
+      const names = opts.names.filter((name) => !removed.has(`${opts.nodeHint}/${opts.storage}:iso/${name}`));
+      if (names.length === 0) return;
       try {
-        await this.#isos.removeSeeds(opts);
+        for (const volid of await this.#isos.removeSeeds({ ...opts, names })) removed.add(`${opts.nodeHint}/${volid}`);
       } catch (err) {
         seedFailures.push(err instanceof Error ? err.message : String(err));
       }
@@ -1109,11 +1117,19 @@ export class ProxmoxProvisioner implements Provisioner {
     log.info({ vmid, node }, 'VM deleted');
   }
 
-  async healthCheck(): Promise<void> {
+  /**
+   * Proxmox answers and at least one node is online. Trusts recent traffic instead of probing: when Proxmox answered a
+   * call within `freshMs` and a node list read within `nodesFreshMs` showed a node online, no call is made (a busy
+   * provider would otherwise add two calls per heartbeat); else one `GET /nodes` (it needs a reachable API and a
+   * valid credential, like every other call).
+   */
+  async healthCheck(freshMs = 10_000, nodesFreshMs = 60_000): Promise<void> {
+    const now = Date.now();
+    const seen = this.#pve.lastNodes;
+    if (now - this.#pve.lastOkAtMs < freshMs && seen && now - seen.atMs < nodesFreshMs && seen.nodes.some((n) => n.status === 'online')) return;
     let nodes;
     try {
-      await this.#pve.version();
-      nodes = await this.#pve.nodes();
+      nodes = await this.#pve.nodes({ maxAgeMs: 0 });
     } catch (err) {
       throw new Error(toStepFailure('pickNode', err).message.replace(/^pickNode: /, 'Proxmox: '));
     }

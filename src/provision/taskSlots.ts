@@ -39,6 +39,7 @@ export class TaskSlots {
   readonly #peak = new Map<string, number>();
   /** Claims waiting, in arrival order. A claim is granted as a whole, once every key it needs has room. */
   #waiting: Waiter[] = [];
+  #lastActivityAt = 0;
 
   constructor(limits: Partial<TaskSlotLimits> = {}) {
     this.limits = { ...DEFAULT_TASK_SLOT_LIMITS, ...limits };
@@ -91,6 +92,15 @@ export class TaskSlots {
     return this.#peak.get(key) ?? 0;
   }
 
+  /**
+   * Whether Proxmox work is going on: a slot held or wanted now, or one given back within the last `quietMs` (a
+   * request between two tasks counts as busy). Background work (housekeeping) waits while this is true.
+   */
+  busy(quietMs = 30_000, now = Date.now()): boolean {
+    for (const n of this.#held.values()) if (n > 0) return true;
+    return this.#waiting.length > 0 || now - this.#lastActivityAt < quietMs;
+  }
+
   /** Claims waiting for a slot. */
   waiting(): number {
     return this.#waiting.length;
@@ -120,10 +130,12 @@ export class TaskSlots {
         this.#held.set(k, n);
         if (n > this.peak(k)) this.#peak.set(k, n);
       }
+      this.#lastActivityAt = Date.now();
       let released = false;
       w.resolve(() => {
         if (released) return;
         released = true;
+        this.#lastActivityAt = Date.now();
         for (const k of w.keys) this.#held.set(k, this.inUse(k) - 1);
         this.#grant();
       });

@@ -59,6 +59,13 @@ export function requestBridges(data: ProviderData): Array<{ field: string; bridg
 }
 
 /**
+ * How long the rarely changing lists validation reads (bridges, datacenter tag rules, permissions, CPU models) are
+ * shared between requests: a burst of requests validates against one read; a change made in Proxmox is seen within
+ * this time.
+ */
+const SHARED_READ_MS = 30_000;
+
+/**
  * Validates a request before any Proxmox write or download. Throws RequestRefused (permanent, names the field) for
  * invalid data; Proxmox connection problems surface as the client's own (transient) errors.
  */
@@ -195,7 +202,7 @@ async function checkBridges(
   for (const n of eligible) {
     if (n.status !== 'online') continue;
     try {
-      const list = await pve.get<unknown>(`/nodes/${encodeURIComponent(n.node)}/network`, { type: 'any_bridge' });
+      const list = await pve.getShared<unknown>(`/nodes/${encodeURIComponent(n.node)}/network`, { type: 'any_bridge' }, SHARED_READ_MS);
       const names = Array.isArray(list)
         ? list
             .map((e) => (e !== null && typeof e === 'object' ? (e as Record<string, unknown>).iface : undefined))
@@ -249,8 +256,8 @@ async function checkTags(pve: PveClient, data: ProviderData, setId: string | und
   let options: Record<string, unknown>;
   let privileged: boolean;
   try {
-    options = ((await pve.get<Record<string, unknown> | null>('/cluster/options')) ?? {}) as Record<string, unknown>;
-    const perms = await pve.get<Record<string, Record<string, unknown>> | null>('/access/permissions', { path: '/' });
+    options = ((await pve.getShared<Record<string, unknown> | null>('/cluster/options', undefined, SHARED_READ_MS)) ?? {}) as Record<string, unknown>;
+    const perms = await pve.getShared<Record<string, Record<string, unknown>> | null>('/access/permissions', { path: '/' }, SHARED_READ_MS);
     privileged = perms?.['/']?.['Sys.Modify'] !== undefined;
   } catch (err) {
     rethrowTransport(err);
@@ -319,7 +326,7 @@ async function checkCpuModel(pve: PveClient, data: ProviderData, eligible: reado
   let source = "qemu-server's built-in list";
   if (node !== undefined) {
     try {
-      const list = await pve.get<unknown>(`/nodes/${encodeURIComponent(node)}/capabilities/qemu/cpu`);
+      const list = await pve.getShared<unknown>(`/nodes/${encodeURIComponent(node)}/capabilities/qemu/cpu`, undefined, SHARED_READ_MS);
       if (Array.isArray(list)) {
         const entries = list.filter((e): e is Record<string, unknown> => e !== null && typeof e === 'object');
         models = new Set(entries.map((e) => e.name).filter((x): x is string => typeof x === 'string'));

@@ -193,6 +193,11 @@ export class PveClient {
   readonly #onResponse: ((outcome: PveCallOutcome) => void) | undefined;
   readonly #userAgent: string | undefined;
   readonly #writeGuard: ((method: string, path: string) => void) | undefined;
+  /** When (Date.now()) Proxmox last answered a call with 2xx: the health check trusts recent traffic. */
+  lastOkAtMs = 0;
+  /** The last node list read (any caller), with when it was read. */
+  lastNodes: { atMs: number; nodes: NodeListEntry[] } | undefined;
+  readonly #shared = new Map<string, { atMs: number; answer: Promise<unknown> }>();
 
   constructor(opts: PveClientOptions) {
     let u: URL;
@@ -259,6 +264,28 @@ export class PveClient {
     return (await this.#call('GET', path, { query })).data as T;
   }
 
+  /**
+   * A GET whose answer may be shared for `ttlMs`: concurrent and repeated reads of the same path and query within that
+   * time make one call (each caller gets its own copy). Only for lists that change rarely and that no safety decision
+   * rests on (node list, storages, bridges, datacenter options, permissions, CPU models): VM, task and volume reads
+   * always go to Proxmox. A failed read is not kept.
+   */
+  async getShared<T = unknown>(path: string, query: PveParams | undefined, ttlMs: number): Promise<T> {
+    const key = `${path}?${query ? encodePveParams(query) : ''}`;
+    const now = Date.now();
+    let hit = this.#shared.get(key);
+    if (!hit || now - hit.atMs >= ttlMs) {
+      const answer = this.get<T>(path, query);
+      hit = { atMs: now, answer };
+      this.#shared.set(key, hit);
+      answer.catch(() => {
+        if (this.#shared.get(key)?.answer === answer) this.#shared.delete(key);
+      });
+      if (this.#shared.size > 256) for (const [k, v] of this.#shared) if (now - v.atMs >= 300_000) this.#shared.delete(k);
+    }
+    return structuredClone((await hit.answer) as T);
+  }
+
   async post<T = unknown>(path: string, params?: PveParams): Promise<T> {
     return (await this.#call('POST', path, { form: params ?? {} })).data as T;
   }
@@ -278,8 +305,16 @@ export class PveClient {
     return decodeVersion(await this.get('/version'));
   }
 
-  async nodes(): Promise<NodeListEntry[]> {
-    return decodeNodeList(await this.get('/nodes'));
+  /**
+   * The cluster's nodes. Reads within `maxAgeMs` (default 2 s: the reads of one step and of requests started
+   * together) share one call; `maxAgeMs: 0` always asks Proxmox.
+   */
+  async nodes(opts: { maxAgeMs?: number } = {}): Promise<NodeListEntry[]> {
+    const maxAgeMs = opts.maxAgeMs ?? 2_000;
+    const raw = maxAgeMs > 0 ? await this.getShared('/nodes', undefined, maxAgeMs) : await this.get('/nodes');
+    const nodes = decodeNodeList(raw);
+    this.lastNodes = { atMs: Date.now(), nodes };
+    return nodes;
   }
 
   async nodeStatus(node: string): Promise<NodeStatus> {
@@ -350,8 +385,9 @@ export class PveClient {
     return this.#upid(await this.delete(pvePath`/nodes/${node}/qemu/${vmid}`, query), 'delete vm');
   }
 
+  /** A node's storages; reads within 2 s share one call (see getShared). */
   async storageList(node: string, opts: { content?: string; enabled?: boolean } = {}): Promise<StorageEntry[]> {
-    return decodeStorageList(await this.get(pvePath`/nodes/${node}/storage`, { content: opts.content, enabled: opts.enabled }));
+    return decodeStorageList(await this.getShared(pvePath`/nodes/${node}/storage`, { content: opts.content, enabled: opts.enabled }, 2_000));
   }
 
   async storageContent(
@@ -533,6 +569,7 @@ export class PveClient {
         continue;
       }
       if (answer.status < 200 || answer.status >= 300) throw this.#httpError(method, shownPath, answer);
+      this.lastOkAtMs = Date.now();
       return this.#envelope(method, shownPath, answer);
     }
   }
