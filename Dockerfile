@@ -25,6 +25,8 @@ RUN sh scripts/assemble-prod.sh /app && npm cache clean --force
 # --- 2: runtime --------------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
+# A small young generation: ~25 MiB less peak RSS at no measurable CPU cost (docs/performance.md, Memory).
+ENV NODE_OPTIONS=--max-semi-space-size=1
 WORKDIR /app
 COPY --from=build --chown=root:root /app ./
 LABEL org.opencontainers.image.title="omni-infra-provider-proxmox" \

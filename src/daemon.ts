@@ -133,6 +133,7 @@ export async function startDaemon(cfg: DaemonSettings, log: Logger, opts: { sign
     hostname: cfg.provider.hostname,
     taskWait: { onFinished: recordPveTasks(metrics) },
     taskSlots: new TaskSlots({ perNode: cfg.provider.tasksPerNode, perStorage: cfg.provider.tasksPerStorage }),
+    shutdownTimeoutSec: cfg.provider.shutdownTimeoutSeconds,
     // Static addresses: what every request holds is read from the private states in Omni.
     addressBook: omniAddressBook(omni.state, cfg.provider.id),
   });

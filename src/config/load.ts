@@ -34,6 +34,8 @@ export interface ProviderSettings {
   tasksPerNode: number;
   /** VM creates / ISO downloads at once per storage (TaskSlots). */
   tasksPerStorage: number;
+  /** Teardown: seconds of ACPI shutdown before a hard stop; 0 = hard stop at once. */
+  shutdownTimeoutSeconds: number;
   hostname: HostnameMode;
   /** null = the ops endpoint is off. */
   healthListen: ListenAddress | null;
@@ -465,6 +467,7 @@ function buildProviderSettings(
     concurrency: int('provider.concurrency', 1, 1000, 'it is how many machine requests are worked on at once'),
     tasksPerNode: int('provider.tasksPerNode', 1, 64, 'it is how many Proxmox tasks this provider runs at once on one node'),
     tasksPerStorage: int('provider.tasksPerStorage', 1, 64, 'it is how many VM creates or ISO downloads this provider runs at once on one storage'),
+    shutdownTimeoutSeconds: int('provider.shutdownTimeoutSeconds', 0, 600, 'it is how long a VM being deleted gets to shut down cleanly'),
     hostname: hostname as HostnameMode,
     healthListen,
     logLevel: logLevel as LogLevel,

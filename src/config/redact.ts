@@ -22,6 +22,7 @@ export interface RedactedConfig {
     concurrency: number;
     tasksPerNode: number;
     tasksPerStorage: number;
+    shutdownTimeoutSeconds: number;
     hostname: string;
     healthListen: string;
     logLevel: string;

@@ -39,6 +39,7 @@ export const SETTING_KEYS = [
   'provider.concurrency',
   'provider.tasksPerNode',
   'provider.tasksPerStorage',
+  'provider.shutdownTimeoutSeconds',
   'provider.hostname',
   'provider.healthListen',
   'provider.logLevel',
@@ -235,6 +236,15 @@ export const SETTINGS: readonly SettingSpec[] = [
     env: 'LOG_LEVEL',
     default: 'info',
     meaning: `Log level: ${LOG_LEVELS.join(', ')}.`,
+  },
+  {
+    key: 'provider.shutdownTimeoutSeconds',
+    kind: 'integer',
+    flag: 'shutdown-timeout-seconds',
+    env: 'PROVIDER_SHUTDOWN_TIMEOUT_SECONDS',
+    default: '0',
+    meaning:
+      'On teardown, how long a running VM gets to shut down cleanly (ACPI) before it is stopped hard (0-600). 0: stopped at once, as the Go provider does; the VM and its disks are deleted right after, and Omni has already removed the machine from its cluster.',
   },
   {
     key: 'provider.heartbeatIntervalSeconds',

@@ -71,6 +71,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       concurrency: 4,
       tasksPerNode: 4,
       tasksPerStorage: 4,
+      shutdownTimeoutSeconds: 0,
       hostname: 'none',
       healthListen: null,
       logLevel: 'info',

@@ -1,7 +1,7 @@
 // Read-side views of the Proxmox cluster that the steps and the CLI share: node snapshots for placement, storage
 // facts for selectors, and finding VMs cluster-wide (by VMID, or by name + SMBIOS UUID).
 import type { StorageFacts } from '../cel/index.js';
-import type { PveClient } from '../proxmox/client.js';
+import { STEP_READ_MS, type PveClient } from '../proxmox/client.js';
 import { isNotFound } from '../proxmox/errors.js';
 import { formats, parsePropertyString } from '../proxmox/propertyString.js';
 import type { ClusterResource, VmConfig } from '../proxmox/types.js';
@@ -59,7 +59,7 @@ export async function nodeSnapshots(
   },
 ): Promise<NodeSnapshot[]> {
   const [nodes, vms, mappings, usbMappings] = await Promise.all([
-    pve.nodes(),
+    pve.nodes({ maxAgeMs: STEP_READ_MS }),
     pve.clusterResources('vm'),
     opts.needPciMappings ? pve.pciMappings() : Promise.resolve([]),
     opts.needUsbMappings ? pve.usbMappings() : Promise.resolve([]),
@@ -89,7 +89,7 @@ export async function nodeSnapshots(
 
 /** Storage facts of one node, as the CEL selector sees them. */
 export async function storageFacts(pve: PveClient, node: string): Promise<StorageFacts[]> {
-  const list = await pve.storageList(node);
+  const list = await pve.storageList(node, { maxAgeMs: STEP_READ_MS });
   return list.map((s) => ({
     storage: s.storage,
     node,

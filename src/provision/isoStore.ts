@@ -2,7 +2,7 @@
 // uploading and removing NoCloud seeds.
 import { createHash } from 'node:crypto';
 import type { Logger } from '../log.js';
-import type { PveClient } from '../proxmox/client.js';
+import { STEP_READ_MS, type PveClient } from '../proxmox/client.js';
 import { isNotFound, PveTaskError } from '../proxmox/errors.js';
 import type { TaskResult } from '../proxmox/tasks.js';
 import type { StorageEntry } from '../proxmox/types.js';
@@ -59,7 +59,7 @@ export class IsoStore {
   ) {}
 
   async chooseIsoStorage(node: string): Promise<string> {
-    const list = await this.pve.storageList(node, { content: 'iso', enabled: true });
+    const list = await this.pve.storageList(node, { content: 'iso', enabled: true, maxAgeMs: STEP_READ_MS });
     const best = rankIsoStorages(list)[0];
     if (!best) {
       const seen = list.map((s) => `${s.storage} (content=${s.content}, ${s.active ? 'active' : 'inactive'})`).join(', ');
@@ -72,7 +72,7 @@ export class IsoStore {
 
   /** The first ISO storage of `node` (our preference order) that holds `filename`, if any. */
   async findIso(node: string, filename: string): Promise<string | undefined> {
-    for (const s of rankIsoStorages(await this.pve.storageList(node, { content: 'iso', enabled: true }))) {
+    for (const s of rankIsoStorages(await this.pve.storageList(node, { content: 'iso', enabled: true, maxAgeMs: STEP_READ_MS }))) {
       if (await this.#hasVolume(node, s.storage, `${s.storage}:iso/${filename}`).catch(() => false)) return s.storage;
     }
     return undefined;

@@ -64,7 +64,7 @@ export interface ProxmoxProvisionerOptions {
   arch?: 'amd64' | 'arm64';
   /** Hostname the NoCloud meta-data announces when provider data does not say: `none` lets Omni decide. */
   hostname?: 'none' | 'request-id';
-  /** Seconds a guest gets to shut down before it is stopped hard (default 60). */
+  /** Seconds a guest gets to shut down cleanly before it is stopped hard; 0 (default): stopped at once. */
   shutdownTimeoutSec?: number;
   /** How often a VMID collision is retried with a fresh ID (default 5). */
   createAttempts?: number;
@@ -1077,6 +1077,20 @@ export class ProxmoxProvisioner implements Provisioner {
     });
   }
 
+  /** A clean (ACPI) shutdown within `timeout` seconds; false when it failed (the caller then stops the VM hard). */
+  async #shutDown(node: string, vmid: number, timeout: number, log: Logger, signal?: AbortSignal): Promise<boolean> {
+    try {
+      const upid = await this.#pve.shutdownVm(node, vmid, { timeout });
+      await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000, durations: this.taskDurations });
+      log.info({ vmid, node }, 'VM shut down');
+      return true;
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      log.warn({ vmid, node, err: err instanceof Error ? err.message : String(err) }, 'graceful shutdown failed; stopping');
+      return false;
+    }
+  }
+
   async #destroyVm(node: string, vmid: number, log: Logger, signal?: AbortSignal): Promise<void> {
     const status = await this.#pve.vmStatus(node, vmid).catch((err: unknown) => {
       if (isNotFound(err)) return undefined;
@@ -1084,13 +1098,8 @@ export class ProxmoxProvisioner implements Provisioner {
     });
     if (!status) return;
     if (status.status === 'running') {
-      const timeout = this.#opts.shutdownTimeoutSec ?? 60;
-      try {
-        const upid = await this.#pve.shutdownVm(node, vmid, { timeout });
-        await waitForTask(this.#pve, upid, { ...this.#opts.taskWait, signal, deadlineMs: (timeout + 30) * 1000, durations: this.taskDurations });
-        log.info({ vmid, node }, 'VM shut down');
-      } catch (err) {
-        log.warn({ vmid, node, err: err instanceof Error ? err.message : String(err) }, 'graceful shutdown failed; stopping');
+      const timeout = this.#opts.shutdownTimeoutSec ?? 0;
+      if (!(timeout > 0 && (await this.#shutDown(node, vmid, timeout, log, signal)))) {
         await this.slots.run(
           { node },
           async () => {
@@ -1129,7 +1138,7 @@ export class ProxmoxProvisioner implements Provisioner {
     if (now - this.#pve.lastOkAtMs < freshMs && seen && now - seen.atMs < nodesFreshMs && seen.nodes.some((n) => n.status === 'online')) return;
     let nodes;
     try {
-      nodes = await this.#pve.nodes({ maxAgeMs: 0 });
+      nodes = await this.#pve.nodes();
     } catch (err) {
       throw new Error(toStepFailure('pickNode', err).message.replace(/^pickNode: /, 'Proxmox: '));
     }

@@ -4,7 +4,7 @@
 // bridges, the pool, tags and the CPU model. A refusal names the provider-data field and is permanent: nothing in
 // the request can change until it is replaced.
 import type { Logger } from '../log.js';
-import type { PveClient } from '../proxmox/client.js';
+import { STEP_READ_MS, type PveClient } from '../proxmox/client.js';
 import { isCustomCpuModel, knownCpuModels, vmCpuConfError } from '../proxmox/cpuModels.js';
 import { PveConnectionError, PveError, isNodeUnreachable } from '../proxmox/errors.js';
 import { formats, parsePropertyString, parseTagList } from '../proxmox/propertyString.js';
@@ -78,7 +78,7 @@ export async function validateRequest(pve: PveClient, request: ProvisionRequest,
     throw err;
   }
   // Proxmox lists nodes in hash order: sort them, so that messages and the node asked for CPU models are stable.
-  const nodes = (await pve.nodes()).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+  const nodes = (await pve.nodes({ maxAgeMs: STEP_READ_MS })).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   const eligible = eligibleNodes(nodes, data);
   checkCapacity(data, eligible);
   await checkPciMappings(pve, data, eligible.map((n) => n.node));

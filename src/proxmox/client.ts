@@ -180,6 +180,12 @@ const TLS_VERIFY_CODES = new Set([
 /** Socket errors after which a GET is worth one more try (typically a kept-alive connection the server closed). */
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE']);
 
+/**
+ * How long the node and storage lists are shared between the reads of one step (validation, placement, ISO storage
+ * choice) and between requests started together: a step sees the cluster as it was at most this long ago.
+ */
+export const STEP_READ_MS = 2_000;
+
 export class PveClient {
   /** Base URL including `/api2/json`, without a trailing slash. */
   readonly baseUrl: string;
@@ -306,11 +312,11 @@ export class PveClient {
   }
 
   /**
-   * The cluster's nodes. Reads within `maxAgeMs` (default 2 s: the reads of one step and of requests started
-   * together) share one call; `maxAgeMs: 0` always asks Proxmox.
+   * The cluster's nodes. With `maxAgeMs`, reads within that time share one call (see getShared); without, Proxmox
+   * is asked.
    */
   async nodes(opts: { maxAgeMs?: number } = {}): Promise<NodeListEntry[]> {
-    const maxAgeMs = opts.maxAgeMs ?? 2_000;
+    const maxAgeMs = opts.maxAgeMs ?? 0;
     const raw = maxAgeMs > 0 ? await this.getShared('/nodes', undefined, maxAgeMs) : await this.get('/nodes');
     const nodes = decodeNodeList(raw);
     this.lastNodes = { atMs: Date.now(), nodes };
@@ -385,9 +391,11 @@ export class PveClient {
     return this.#upid(await this.delete(pvePath`/nodes/${node}/qemu/${vmid}`, query), 'delete vm');
   }
 
-  /** A node's storages; reads within 2 s share one call (see getShared). */
-  async storageList(node: string, opts: { content?: string; enabled?: boolean } = {}): Promise<StorageEntry[]> {
-    return decodeStorageList(await this.getShared(pvePath`/nodes/${node}/storage`, { content: opts.content, enabled: opts.enabled }, 2_000));
+  /** A node's storages. With `maxAgeMs`, reads within that time share one call (see getShared). */
+  async storageList(node: string, opts: { content?: string; enabled?: boolean; maxAgeMs?: number } = {}): Promise<StorageEntry[]> {
+    const path = pvePath`/nodes/${node}/storage`;
+    const query = { content: opts.content, enabled: opts.enabled };
+    return decodeStorageList(opts.maxAgeMs ? await this.getShared(path, query, opts.maxAgeMs) : await this.get(path, query));
   }
 
   async storageContent(

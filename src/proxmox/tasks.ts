@@ -57,7 +57,7 @@ export interface WaitForTaskOptions {
    * once. Default: the duration estimate when there is one, else the no-history plan (NO_HISTORY_FIRST_POLL_MS).
    */
   pollSchedule?: (attempt: number) => number;
-  /** First poll of a task with no duration history (default NO_HISTORY_FIRST_POLL_MS). */
+  /** First poll of a task with no duration history (default NO_HISTORY_FIRST_POLL_MS; 5 s for a download). */
   firstPollMs?: number;
   /** Time source and sleep; for tests. */
   clock?: TaskWaitClock;
@@ -98,13 +98,18 @@ export function defaultTaskDeadlineMs(type: string): number {
 }
 
 /**
- * A task with no duration history yet (the first of its type since start, or many started at once): the first poll
- * after `NO_HISTORY_FIRST_POLL_MS`, then 2 s later, then every 3 s. A 1–3 s task (create, seed upload, start) costs 2–3
- * polls instead of the 5–6 of a back-off from 100 ms, and is noticed at most 1 s (≤ 3 s: 2 s) late; a 20 s download
- * costs 8 (docs/performance.md, "Task waits").
+ * A task with no duration history yet (the first of its type since start, or many started at once): polls at 1, 2,
+ * 3.5, 5.5 and 8 s, then every 3 s. A 1–3 s task (create, seed upload, start, stop, destroy) costs 2–3 polls instead
+ * of the 5–6 of a back-off from 100 ms and is noticed at most 1.5 s late. A download (a Talos ISO: tens of seconds)
+ * is first polled at 5 s, then every 3 s: a 20 s download costs 7 polls (docs/performance.md, "Task waits").
  */
 export const NO_HISTORY_FIRST_POLL_MS = 1_000;
-const noHistorySchedule = (attempt: number): number => (attempt === 0 ? 2_000 : 3_000);
+const NO_HISTORY_INTERVALS_MS = [1_000, 1_500, 2_000, 2_500];
+const NO_HISTORY_FIRST_POLL_BY_TYPE: Record<string, number> = { download: 5_000 };
+const noHistorySchedule =
+  (type: string) =>
+  (attempt: number): number =>
+    type in NO_HISTORY_FIRST_POLL_BY_TYPE ? 3_000 : (NO_HISTORY_INTERVALS_MS[attempt] ?? 3_000);
 
 /** Exponential polling: `initialMs`, doubling, capped at `maxMs` (defaults 100 ms → 3 s). */
 export function backoffSchedule(opts: { initialMs?: number; maxMs?: number; factor?: number } = {}): (attempt: number) => number {
@@ -215,7 +220,7 @@ export async function waitForTask(client: TaskClient, upid: string, opts: WaitFo
 async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptions): Promise<TaskResult> {
   const info = parseUpid(upid);
   const clock = opts.clock ?? realClock;
-  const schedule = opts.pollSchedule ?? noHistorySchedule;
+  const schedule = opts.pollSchedule ?? noHistorySchedule(info.type);
   const deadlineMs = opts.deadlineMs ?? defaultTaskDeadlineMs(info.type);
   const log = (opts.logger ?? silentLogger).child({ task: info.type, node: info.node, id: info.id });
   const started = clock.now();
@@ -224,7 +229,10 @@ async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptio
   /** When a poll last saw the task running (ms into the wait): the task ended between it and the poll that saw it stopped. */
   let lastRunningMs: number | undefined;
   if (estimate !== undefined) await clock.sleep(Math.min(deadlineMs, estimatedPoll.firstMs(estimate)), opts.signal);
-  else if (!opts.pollSchedule) await clock.sleep(Math.min(deadlineMs, opts.firstPollMs ?? NO_HISTORY_FIRST_POLL_MS), opts.signal);
+  else if (!opts.pollSchedule) {
+    const first = opts.firstPollMs ?? NO_HISTORY_FIRST_POLL_BY_TYPE[info.type] ?? NO_HISTORY_FIRST_POLL_MS;
+    await clock.sleep(Math.min(deadlineMs, first), opts.signal);
+  }
 
   for (let attempt = 0; ; attempt++) {
     opts.signal?.throwIfAborted();

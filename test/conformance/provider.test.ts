@@ -56,6 +56,7 @@ describe.each(SERVER_NAMES)('the provider against %s', (name: ServerName) => {
       concurrency: 2,
       tasksPerNode: 4,
       tasksPerStorage: 4,
+      shutdownTimeoutSeconds: 0,
       hostname: 'none',
       healthListen: null,
       logLevel: 'info',

@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { CONFIG_FILE_ENV, SETTINGS } from '../../src/config/settings.js';
 import { createProviderMetrics } from '../../src/ops/providerMetrics.js';
+import { IMAGE_ENV } from '../helpers/daemon-command.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (p: string): string => readFileSync(`${root}${p}`, 'utf8');
@@ -68,7 +69,8 @@ describe('Dockerfile', () => {
     const runtime = text.slice(text.lastIndexOf('\nFROM '));
     expect(runtime).toMatch(/^WORKDIR \/app$/m);
     expect(runtime.split('\n').filter((l) => /^(COPY|ADD) /.test(l))).toEqual(['COPY --from=build --chown=root:root /app ./']);
-    expect(runtime).toMatch(/^ENV NODE_ENV=production$/m);
+    // The tests run the compiled daemon with the same environment (test/helpers/daemon-command.ts).
+    for (const [k, v] of Object.entries(IMAGE_ENV)) expect(runtime.split('\n')).toContain(`ENV ${k}=${v}`);
     // .ci/run and npm test assemble the same layout with the same script.
     expect(read('.ci/run')).toMatch(/^sh scripts\/assemble-prod\.sh \.tmp\/prod$/m);
     expect(read('scripts/run-tests.mjs')).toContain("'scripts/assemble-prod.sh'");

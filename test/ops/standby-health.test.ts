@@ -40,6 +40,7 @@ beforeAll(async () => {
       concurrency: 1,
       tasksPerNode: 4,
       tasksPerStorage: 4,
+      shutdownTimeoutSeconds: 0,
       hostname: 'none',
       healthListen: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',

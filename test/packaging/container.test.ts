@@ -11,7 +11,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
-import { REPO_ROOT, daemonLayout } from '../helpers/daemon-command.js';
+import { IMAGE_ENV, REPO_ROOT, daemonLayout } from '../helpers/daemon-command.js';
 import { SMALL_VM, startWorld, waitForStage, type World } from '../helpers/e2e.js';
 import { jsonLineProblem } from '../helpers/json-lines.js';
 
@@ -115,7 +115,7 @@ function run(argv: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Pro
 
 /** The environment of the container: only what the image and compose set, plus `extra`. */
 function containerEnv(home: string, tmp: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, HOME: home, TMPDIR: tmp, NODE_ENV: 'production', ...extra };
+  return { PATH: process.env.PATH, HOME: home, TMPDIR: tmp, ...IMAGE_ENV, ...extra };
 }
 
 describe.skipIf(!layout)('the production layout as the container runs it', () => {

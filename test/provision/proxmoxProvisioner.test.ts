@@ -236,6 +236,17 @@ describe('deprovision', () => {
     expect(del?.params).toMatchObject({ purge: '1', 'destroy-unreferenced-disks': '1' });
     expect(h.sim.tasks({ type: 'qmstop', vmid: state.vmid })).toHaveLength(1);
   });
+
+  it('stops a running VM hard, without a shutdown request, when no shutdown timeout is set (the default)', async () => {
+    h = await startPveHarness({ provisioner: { shutdownTimeoutSec: 0 } });
+    const req = request('req-hard-stop', basicData);
+    const state = await runSteps(h.provisioner, req);
+    expect(h.sim.vm(state.vmid)?.running).toBe(true);
+    await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    expect(h.sim.tasks({ type: 'qmshutdown', vmid: state.vmid })).toHaveLength(0);
+    expect(h.sim.tasks({ type: 'qmstop', vmid: state.vmid })).toHaveLength(1);
+  });
 });
 
 describe('faults', () => {
