@@ -1128,14 +1128,16 @@ export class ProxmoxProvisioner implements Provisioner {
 
   /**
    * Proxmox answers and at least one node is online. Trusts recent traffic instead of probing: when Proxmox answered a
-   * call within `freshMs` and a node list read within `nodesFreshMs` showed a node online, no call is made (a busy
+   * call within `freshMs`, no call failed since (unreachable, 5xx), and a node list read within `nodesFreshMs` showed
+   * a node online, no call is made (a busy
    * provider would otherwise add two calls per heartbeat); else one `GET /nodes` (it needs a reachable API and a
    * valid credential, like every other call).
    */
   async healthCheck(freshMs = 10_000, nodesFreshMs = 60_000): Promise<void> {
     const now = Date.now();
     const seen = this.#pve.lastNodes;
-    if (now - this.#pve.lastOkAtMs < freshMs && seen && now - seen.atMs < nodesFreshMs && seen.nodes.some((n) => n.status === 'online')) return;
+    const { lastOkAtMs, lastFailAtMs } = this.#pve;
+    if (now - lastOkAtMs < freshMs && lastOkAtMs > lastFailAtMs && seen && now - seen.atMs < nodesFreshMs && seen.nodes.some((n) => n.status === 'online')) return;
     let nodes;
     try {
       nodes = await this.#pve.nodes();

@@ -201,6 +201,8 @@ export class PveClient {
   readonly #writeGuard: ((method: string, path: string) => void) | undefined;
   /** When (Date.now()) Proxmox last answered a call with 2xx: the health check trusts recent traffic. */
   lastOkAtMs = 0;
+  /** When a call last failed to reach Proxmox or got a 5xx answer (the health check then asks itself). */
+  lastFailAtMs = 0;
   /** The last node list read (any caller), with when it was read. */
   lastNodes: { atMs: number; nodes: NodeListEntry[] } | undefined;
   readonly #shared = new Map<string, { atMs: number; answer: Promise<unknown> }>();
@@ -557,6 +559,7 @@ export class PveClient {
         answer = await this.#send(method, target, shownPath, { ...baseHeaders, ...auth.headers }, body, opts.timeoutMs);
       } catch (err) {
         this.#report({ method, status: 'error', seconds: (Date.now() - started) / 1000 });
+        this.lastFailAtMs = Date.now();
         // A GET is safe to repeat; a kept-alive socket closed by the server is the common cause.
         if (err instanceof PveConnectionError && method === 'GET' && !staleRetried && STALE_SOCKET_CODES.has(err.code)) {
           staleRetried = true;
@@ -576,6 +579,7 @@ export class PveClient {
         reauthenticated = true;
         continue;
       }
+      if (answer.status >= 500) this.lastFailAtMs = Date.now();
       if (answer.status < 200 || answer.status >= 300) throw this.#httpError(method, shownPath, answer);
       this.lastOkAtMs = Date.now();
       return this.#envelope(method, shownPath, answer);

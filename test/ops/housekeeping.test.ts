@@ -90,8 +90,14 @@ async function world(): Promise<{ kept: { vmid: number }; orphan: { vmid: number
   return { kept, orphan, foreign };
 }
 
-function housekeeper(settings: Partial<HousekeepingSettings>, clock: { t: number }, registry = new MetricsRegistry()) {
+function housekeeper(
+  settings: Partial<HousekeepingSettings>,
+  clock: { t: number },
+  registry = new MetricsRegistry(),
+  extra: Partial<ConstructorParameters<typeof Housekeeper>[0]> = {},
+) {
   return new Housekeeper({
+    ...extra,
     pve: pve.pve,
     state: f.client.state,
     providerId: 'proxmox',
@@ -124,6 +130,28 @@ describe('the identity test', () => {
 });
 
 describe('housekeeping', () => {
+  it('a pass due while provisioning work goes on waits for it, at most one interval', async () => {
+    await world();
+    for (const busy of [true, false]) {
+      let looked = 0;
+      const hk = housekeeper({ intervalSeconds: 1 }, { t: pve.sim.clock.now() }, new MetricsRegistry(), {
+        busy: () => (looked++, busy),
+        busyRetryMs: 100,
+      });
+      const ranAfter = new Promise<number>((resolve) => {
+        const runOnce = hk.runOnce.bind(hk);
+        hk.runOnce = async () => {
+          resolve(looked);
+          return runOnce();
+        };
+      });
+      hk.start(0);
+      // Busy: looked at 0, 100 ms, …, 1 s of postponement (11 times), then ran anyway; idle: ran at the first look.
+      expect(await ranAfter).toBe(busy ? 11 : 1);
+      await hk.stop();
+    }
+  });
+
   it('reports the orphan once, touches nothing while removal is off, and nothing foreign ever', async () => {
     const { kept, orphan, foreign } = await world();
     const registry = new MetricsRegistry();

@@ -145,6 +145,26 @@ describe('provisioning against the simulator', () => {
     expect(qemuVms(h.sim).some((v) => v.config.name === 'req-nostorage')).toBe(false);
   });
 
+  it('the health check trusts recent Proxmox traffic, else asks for the node list once, and fails with no node online', async () => {
+    h = await startPveHarness();
+    const calls = () => h!.sim.requests.length;
+    const before = calls();
+    await h.provisioner.healthCheck();
+    expect(calls() - before).toBe(1); // nothing seen yet: GET /nodes
+    await h.provisioner.healthCheck();
+    expect(calls() - before).toBe(1); // Proxmox just answered and the node list is fresh: no call
+    await h.provisioner.healthCheck(0);
+    expect(calls() - before).toBe(2); // freshness 0: asks again
+    for (const n of ['pve2', 'pve3']) h.sim.setNodeOnline(n, false);
+    await h.provisioner.healthCheck(0); // one node online is enough
+    h.sim.setNodeOnline('pve1', false);
+    await expect(h.provisioner.healthCheck(0)).rejects.toThrow(/^Proxmox: /);
+    // After a failed call the recent successes are not trusted: it asks (and fails) again.
+    const failedAt = calls();
+    await expect(h.provisioner.healthCheck()).rejects.toThrow(/^Proxmox: /);
+    expect(calls()).toBeGreaterThan(failedAt);
+  });
+
   it('never places on an offline node, and says why a pinned offline node cannot be used', async () => {
     h = await startPveHarness();
     h.sim.setNodeOnline('pve2', false);

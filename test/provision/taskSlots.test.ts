@@ -29,6 +29,19 @@ function maxOverlap(tasks: SimTask[]): number {
 }
 
 describe('TaskSlots', () => {
+  it('is busy while a slot is held or wanted, and for a quiet time after the last one was given back', async () => {
+    const slots = new TaskSlots({ perNode: 1 });
+    expect(slots.busy(30_000)).toBe(false);
+    const release = await slots.acquire({ node: 'pve1' });
+    const waiting = slots.acquire({ node: 'pve1' });
+    expect(slots.busy(0)).toBe(true);
+    release();
+    (await waiting)();
+    const now = Date.now();
+    expect(slots.busy(30_000, now)).toBe(true);
+    expect(slots.busy(30_000, now + 30_001)).toBe(false);
+  });
+
   it('grants up to the limit per key, oldest first, and a full node does not hold back another node', async () => {
     const slots = new TaskSlots({ perNode: 2, perStorage: 1 });
     const order: string[] = [];

@@ -381,6 +381,33 @@ describe('PveClient errors', () => {
     expect(text).not.toContain('hunter2');
   });
 
+  it('shares a read within its time (concurrent and repeated, each caller its own copy), keeps no failure, and asks again after', async () => {
+    let fail = true;
+    const { server, client } = await setup((r) => {
+      if (r.path === '/cluster/options' && fail) return { status: 500, reason: 'boom' };
+      if (r.path === '/nodes') return ok([{ node: 'pve1', status: 'online' }]);
+      return ok({ tags: ['a'], at: server.requests.length });
+    });
+    await expect(client.getShared('/cluster/options', undefined, 60_000)).rejects.toThrow(/500/);
+    fail = false;
+    const [a, b] = await Promise.all([client.getShared<{ tags: string[] }>('/cluster/options', undefined, 60_000), client.getShared('/cluster/options', undefined, 60_000)]);
+    expect(server.requests).toHaveLength(2); // the failed read was not kept; the two concurrent reads made one call
+    expect(a).toEqual(b);
+    a.tags.push('changed');
+    expect(await client.getShared('/cluster/options', undefined, 60_000)).toEqual({ tags: ['a'], at: 2 });
+    // Another query is another read; a read past its time asks again; a plain get always asks.
+    await client.getShared('/cluster/options', { x: 1 }, 60_000);
+    await client.getShared('/cluster/options', undefined, 0);
+    await client.get('/cluster/options');
+    expect(server.requests).toHaveLength(5);
+    // nodes() asks every time unless the caller accepts an age.
+    await client.nodes();
+    await client.nodes();
+    await client.nodes({ maxAgeMs: 60_000 });
+    await client.nodes({ maxAgeMs: 60_000 });
+    expect(server.requests.filter((r) => r.path === '/nodes')).toHaveLength(3);
+  });
+
   it('rejects an answer that is not a Proxmox envelope', async () => {
     const { client } = await setup(() => ({ raw: '<html>proxy</html>' }));
     await expect(client.nodes()).rejects.toThrow(/not a Proxmox JSON envelope/);
