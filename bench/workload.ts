@@ -253,6 +253,8 @@ export async function runWorkload(opts: WorkloadOptions): Promise<WorkloadResult
       // Every Proxmox call of the measured window, one per line (for finding where calls go; not part of the figures).
       const lines = sim.requests.slice(simBefore, simEnd).map((r) => `${(r.atMs / 1000).toFixed(3)} ${r.method} ${r.path}${r.params.typefilter ? ` ${r.params.typefilter}` : ''}`);
       await writeFile(`${process.env.BENCH_DUMP_CALLS}.${opts.kind}.n${n}.txt`, `${lines.join('\n')}\n`);
+      const tasks = sim.tasks().map((t) => `${(t.startedAtMs / 1000).toFixed(3)} ${(t.dueAtMs / 1000).toFixed(3)} ${t.node} ${t.type} ${t.id} ${t.upid}`);
+      await writeFile(`${process.env.BENCH_DUMP_CALLS}.${opts.kind}.n${n}.tasks.txt`, `${tasks.join('\n')}\n`);
     }
     const provisionCounts = sumCounts(omniMid, omniBefore);
     const allCounts = sumCounts(await omni.callCounts(), omniBefore);

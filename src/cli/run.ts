@@ -3,7 +3,6 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError, daemonUsage, loadConfig } from '../config/index.js';
 import { CosiError } from '../cosi/state.js';
 import { startDaemon, untilSignal } from '../daemon.js';
-import { runDemo } from '../demo/demo.js';
 import { createLogger } from '../log.js';
 import { UsageError } from './usage.js';
 
@@ -30,6 +29,8 @@ export default async function run(argv: string[]): Promise<number> {
     // The demo prints its own progress; the daemon's JSON logs go to stderr, quieter unless LOG_LEVEL says otherwise.
     const log = createLogger({ level: process.env.LOG_LEVEL ?? 'warn', destination: process.stderr });
     for (const w of cfg.warnings) log.warn(w);
+    // Loaded only for the demo: the simulated Proxmox and in-process Omni are not part of the daemon's memory.
+    const { runDemo } = await import('../demo/demo.js');
     return runDemo({ exitWhenDone: demoFlags.has('--exit-when-done'), json: demoFlags.has('--json'), log, interrupted });
   }
   if (demoFlags.size > 0) throw new UsageError(`${[...demoFlags].join(', ')} only apply to the demo (no Omni/Proxmox configured)`);

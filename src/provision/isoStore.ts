@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { STEP_READ_MS, type PveClient } from '../proxmox/client.js';
 import { isNotFound, PveTaskError } from '../proxmox/errors.js';
 import type { TaskResult } from '../proxmox/tasks.js';
+import { parseUpid } from '../proxmox/upid.js';
 import type { StorageEntry } from '../proxmox/types.js';
 import { StepFailure } from './step.js';
 import { storageSlot, TaskSlots } from './taskSlots.js';
@@ -50,6 +51,8 @@ export interface DownloadOptions {
 export class IsoStore {
   /** In-flight downloads by storage (+ node for local storage) and file name. */
   readonly #downloads = new Map<string, Promise<string>>();
+  /** The node whose API we talk to (see #uploadNode). */
+  #entryNode: Promise<string | undefined> | undefined;
 
   constructor(
     private readonly pve: PveClient,
@@ -150,7 +153,7 @@ export class IsoStore {
     const volid = `${opts.storage}:iso/${opts.filename}`;
     const checksum = createHash('sha256').update(opts.data).digest('hex');
     await this.slots.run(
-      { node: opts.node },
+      { node: await this.#uploadNode(opts.node) },
       async () => {
         const upid = await this.pve.uploadFile(opts.node, opts.storage, {
           filename: opts.filename,
@@ -159,6 +162,7 @@ export class IsoStore {
           checksum,
           checksumAlgorithm: 'sha256',
         });
+        this.#entryNode = Promise.resolve(parseUpid(upid).node);
         await opts.onStarted?.(upid);
         await this.wait(upid, opts.signal, true);
       },
@@ -172,6 +176,21 @@ export class IsoStore {
    * listed or a file could not be removed (after trying every name): a teardown must be retried then, not release the
    * request while its seed is still on the storage.
    */
+  /**
+   * The node an upload occupies. PVE runs an upload's worker (`imgcopy`) on the node that received the HTTP request
+   * and copies the file to the target node from there (pve-manager `PVE/API2/Storage/Status.pm`, `upload`: `scp`
+   * to `{node}` when it is not the local node), so every seed upload loads the node our API URL points at, whatever
+   * node the VM is on. That node is the one `GET /cluster/status` marks `local` (asked once), corrected by the node
+   * an upload's UPID names; the target node when neither is known.
+   */
+  async #uploadNode(target: string): Promise<string> {
+    this.#entryNode ??= this.pve.clusterStatus().then(
+      (list) => list.find((e) => e.type === 'node' && e.local)?.name,
+      () => undefined,
+    );
+    return (await this.#entryNode) ?? target;
+  }
+
   async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<string[]> {
     const removed: string[] = [];
     if (!opts.storage || !opts.nodeHint) return removed;

@@ -98,13 +98,14 @@ export function defaultTaskDeadlineMs(type: string): number {
 }
 
 /**
- * A task with no duration history yet (the first of its type since start, or many started at once): polls at 1, 2,
- * 3.5, 5.5 and 8 s, then every 3 s. A 1–3 s task (create, seed upload, start, stop, destroy) costs 2–3 polls instead
- * of the 5–6 of a back-off from 100 ms and is noticed at most 1.5 s late. A download (a Talos ISO: tens of seconds)
- * is first polled at 5 s, then every 3 s: a 20 s download costs 7 polls (docs/performance.md, "Task waits").
+ * A task with no duration history yet (the first of its type since start, or many started at once): polls every
+ * second for 5 s, then at 6.5, 8.5 and 11 s, then every 3 s. A 1–4 s task (create, seed upload, start, stop,
+ * destroy) costs 2–4 polls instead of the 5–6 of a back-off from 100 ms and is noticed at most 1 s late. A download
+ * (a Talos ISO: tens of seconds) is first polled at 5 s, then every 3 s: a 20 s download costs 7 polls
+ * (docs/performance.md, "Task waits").
  */
 export const NO_HISTORY_FIRST_POLL_MS = 1_000;
-const NO_HISTORY_INTERVALS_MS = [1_000, 1_500, 2_000, 2_500];
+const NO_HISTORY_INTERVALS_MS = [1_000, 1_000, 1_000, 1_000, 1_500, 2_000, 2_500];
 const NO_HISTORY_FIRST_POLL_BY_TYPE: Record<string, number> = { download: 5_000 };
 const noHistorySchedule =
   (type: string) =>

@@ -38,9 +38,11 @@ describe('bench statistics', () => {
     expect(provisionLowerBoundSeconds(0.25)).toBeCloseTo(6.5);
     // n = 10: 4 VMs on a node: 3 allocation locks of 0.3 s before the last chain of 6 s.
     expect(provisionLowerBoundSeconds(1, 10)).toBeCloseTo(26.9);
-    // n = 30 and 100: 10 and 34 VMs per node, 6 task-seconds each, 4 task-seconds per second.
+    // n = 30: every seed upload runs on the entry node; best split 6 VMs there (6 × 5 + 30 × 1 = 60 task-seconds)
+    // and 12 on each other node (12 × 5 = 60): 15 s at 4 task-seconds per second.
     expect(provisionLowerBoundSeconds(1, 30)).toBeCloseTo(35);
-    expect(provisionLowerBoundSeconds(1, 100)).toBeCloseTo(71);
+    // n = 100: 20 on the entry node (100 + 100 = 200 task-seconds), 40 on each other node (200): 50 s.
+    expect(provisionLowerBoundSeconds(1, 100)).toBeCloseTo(70);
     // qmstop 1 s + qmdestroy 3 s; 10 VMs per node at n = 30: 40 task-seconds / 4
     expect(teardownLowerBoundSeconds(0.5)).toBeCloseTo(2);
     expect(teardownLowerBoundSeconds(1, 30)).toBeCloseTo(10);

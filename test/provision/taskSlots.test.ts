@@ -134,6 +134,21 @@ describe('task slots against the simulator', () => {
     expect(slots.inUse('node:pve1')).toBe(0);
   });
 
+  it('counts seed uploads on the node our API URL points at, where PVE runs them, whatever node the VM is on', async () => {
+    const slots = new TaskSlots({ perNode: 1, perStorage: 4 });
+    h = await startPveHarness({ provisioner: { taskSlots: slots } });
+    const entry = h.sim.state.entryNode;
+    const others = ['pve1', 'pve2', 'pve3'].filter((n) => n !== entry);
+    const ids = ['u-1', 'u-2', 'u-3', 'u-4'];
+    await Promise.all(ids.map((id, i) => runSteps(h!.provisioner, request(id, `${basicData}node: ${others[i % 2]}\n`))));
+    const uploads = h.sim.tasks({ type: 'imgcopy' });
+    expect(uploads).toHaveLength(4);
+    expect(new Set(uploads.map((t) => t.node))).toEqual(new Set([entry]));
+    // One task at a time on the entry node, uploads for the other nodes included.
+    expect(maxOverlap(h.sim.tasks({ node: entry }).filter((t) => NODE_TASKS.has(t.type)))).toBe(1);
+    expect(slots.peak(`node:${entry}`)).toBe(1);
+  });
+
   it('counts a shared storage cluster-wide', async () => {
     const slots = new TaskSlots({ perNode: 4, perStorage: 1 });
     h = await startPveHarness({ provisioner: { taskSlots: slots } });

@@ -71,7 +71,7 @@ describe('waitForTask', () => {
     const seen: TaskProgress['status'][] = [];
     const res = await waitForTask(client, UPID, { clock, onProgress: (p) => seen.push(p.status) });
     expect(res).toEqual({ upid: UPID, node: 'pve2', type: 'qmcreate', id: '105', exitstatus: 'OK', warnings: 0 });
-    expect(clock.sleeps).toEqual([1000, 1000, 1500, 2000]);
+    expect(clock.sleeps).toEqual([1000, 1000, 1000, 1000]);
     expect(seen).toEqual(['running', 'running', 'running', 'stopped']);
     expect(new Set(server.requests.map((r) => r.path))).toEqual(new Set([`/nodes/pve2/tasks/${UPID}/status`]));
   });
@@ -227,17 +227,17 @@ describe('task deadlines and schedule', () => {
     expect(durations.estimate('pve2', 'qmcreate')).toBe(0.9 * 3800);
   });
 
-  it('without an estimate, polls at 1, 2, 3.5, 5.5, 8 s, then every 3 s; with an explicit schedule at once; failures are not learned', async () => {
+  it('without an estimate, polls every second for 5 s, then at 6.5, 8.5, 11 s and every 3 s; with an explicit schedule at once; failures are not learned', async () => {
     const durations = new TaskDurations();
     const { client } = await setup([status('running'), status('stopped', 'boom')]);
     const clock = fakeClock();
     await expect(waitForTask(client, UPID, { clock, durations })).rejects.toBeInstanceOf(PveTaskError);
     expect(clock.sleeps).toEqual([1000, 1000]);
-    const long = await setup([...Array.from({ length: 6 }, () => status('running')), status('stopped', 'OK')]);
+    const long = await setup([...Array.from({ length: 8 }, () => status('running')), status('stopped', 'OK')]);
     const clockLong = fakeClock();
     await waitForTask(long.client, UPID, { clock: clockLong });
-    expect(clockLong.sleeps).toEqual([1000, 1000, 1500, 2000, 2500, 3000, 3000]);
-    expect(long.server.requests).toHaveLength(7);
+    expect(clockLong.sleeps).toEqual([1000, 1000, 1000, 1000, 1000, 1500, 2000, 2500, 3000]);
+    expect(long.server.requests).toHaveLength(9);
     // A download (a Talos ISO, tens of seconds) is first polled at 5 s, then every 3 s.
     const dl = await setup([status('running'), status('running'), status('stopped', 'OK')]);
     const clockDl = fakeClock();
