@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { BENCH_CONTENTION, BENCH_NODES, BENCH_PROVIDER_DATA, BENCH_TASK_DURATIONS_MS } from './fixture.js';
 import { REPO_ROOT, upstreamUnavailableReason, upstreamVersionLabel, type ProviderKind } from './provider-process.js';
 import { runWorkload, type WorkloadResult } from './workload.js';
+import { IMAGE_ENV } from '../test/helpers/daemon-command.js';
 
 export interface BenchArgs {
   sizes: number[];
@@ -277,24 +278,37 @@ export async function runBench(args: BenchArgs, say: (line: string) => void = (l
   }
 
   let all = cases;
+  let prevUpstream: unknown;
   if (args.merge) {
     try {
-      const prev = JSON.parse(await readFile(args.out, 'utf8')) as { cases?: BenchCase[] };
+      const prev = JSON.parse(await readFile(args.out, 'utf8')) as { cases?: BenchCase[]; upstream?: unknown };
       const kept = (prev.cases ?? []).filter((p) => !cases.some((c) => c.n === p.n));
-      all = [...kept, ...cases].sort((a, b) => a.n - b.n);
+      // A size run again for one provider only keeps the other provider's figures from the file (both were measured
+      // against the same model; the JSON says which invocation each came from).
+      const merged = cases.map((c) => {
+        const old = (prev.cases ?? []).find((p) => p.n === c.n);
+        return old ? mergeProviders(c, old, args.providers) : c;
+      });
+      all = [...kept, ...merged].sort((a, b) => a.n - b.n);
+      prevUpstream = prev.upstream;
     } catch {
       // nothing to merge with
     }
   }
-  for (const line of renderTable(all, skipReason)) say(line);
+  const upstreamMeta = all.some((c) => c.upstream_provision_s !== null)
+    ? skipReason
+      ? prevUpstream
+      : { measured: true, version: upstreamVersionLabel() }
+    : { measured: false, reason: skipReason };
+  for (const line of renderTable(all, all.some((c) => c.upstream_provision_s !== null) ? undefined : skipReason)) say(line);
   await mkdir(join(args.out, '..'), { recursive: true });
   await writeFile(
     args.out,
     `${JSON.stringify(
       {
         generated_at: new Date().toISOString(),
-        ours: layout ? { daemon: 'compiled (node dist/main.js, NODE_ENV=production, production dependencies only)' } : { measured: false },
-        upstream: skipReason ? { measured: false, reason: skipReason } : { measured: true, version: upstreamVersionLabel() },
+        ours: layout ? { daemon: `compiled (node dist/main.js with the image's environment ${Object.entries(IMAGE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}, production dependencies only)` } : { measured: false },
+        upstream: upstreamMeta,
         time_scale: args.timeScale,
         task_durations_ms: BENCH_TASK_DURATIONS_MS,
         machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
@@ -306,6 +320,26 @@ export async function runBench(args: BenchArgs, say: (line: string) => void = (l
   );
   say(`wrote ${args.out}`);
   return all;
+}
+
+const PROVIDER_FIELDS = {
+  ours: ['ours_provision_s', 'ours_teardown_s', 'ours_api_calls_per_vm', 'ours_omni_rpcs_per_vm', 'ours_rss_mb', 'ours_cpu_s', 'ours_cpu_workload_s'],
+  upstream: ['upstream_provision_s', 'upstream_teardown_s', 'upstream_api_calls_per_vm', 'upstream_omni_rpcs_per_vm', 'upstream_rss_mb', 'upstream_cpu_s', 'upstream_cpu_workload_s'],
+} as const;
+
+/** `fresh` with the figures of the provider it did not measure taken from `old` (same n), ratios recomputed. */
+export function mergeProviders(fresh: BenchCase, old: BenchCase, measured: readonly ProviderKind[]): BenchCase {
+  const c: BenchCase = { ...fresh, detail: { ...fresh.detail } };
+  for (const kind of ['ours', 'upstream'] as const) {
+    if (measured.includes(kind)) continue;
+    for (const f of PROVIDER_FIELDS[kind]) (c as unknown as Record<string, unknown>)[f] = old[f];
+    if (old.detail[kind]) c.detail[kind] = { ...old.detail[kind], merged_from: 'an earlier invocation (--merge)' } as ProviderCaseFigures;
+    if (kind === 'upstream') c.upstream_skipped_reason = old.upstream_skipped_reason;
+  }
+  c.ratio_provision_ours_upstream = ratio(c.ours_provision_s, c.upstream_provision_s);
+  c.ratio_teardown_ours_upstream = ratio(c.ours_teardown_s, c.upstream_teardown_s);
+  c.ratio_provision_ours_lower_bound = ratio(c.ours_provision_s, c.lower_bound_s);
+  return c;
 }
 
 export function renderTable(cases: readonly BenchCase[], skipReason: string | undefined): string[] {
