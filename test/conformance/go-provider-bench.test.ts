@@ -1,6 +1,6 @@
 // The benchmark's command line, statistics and table: what `npm run bench` accepts and reports.
 import { describe, expect, it } from 'vitest';
-import { median, parseBenchArgs, provisionLowerBoundSeconds, renderTable, teardownLowerBoundSeconds, type BenchCase } from '../../bench/run.js';
+import { median, mergeProviders, parseBenchArgs, provisionLowerBoundSeconds, renderTable, teardownLowerBoundSeconds, type BenchCase } from '../../bench/run.js';
 
 describe('npm run bench arguments', () => {
   it('defaults to sizes 1,10,30 with 3 runs each at real task durations; --smoke means n=2 once, 4x faster', () => {
@@ -78,6 +78,17 @@ describe('bench statistics', () => {
     const table = renderTable([c], 'no upstream binary').join('\n');
     expect(table).toContain('NOT RUN');
     expect(table).toContain('**UPSTREAM NOT MEASURED**: no upstream binary');
+
+    // --merge: a size run for ours only keeps upstream's figures of that size from the file, ratios recomputed.
+    const earlier: BenchCase = { ...c, ours_provision_s: 99, upstream_provision_s: 18, upstream_teardown_s: 6, upstream_api_calls_per_vm: 40, upstream_skipped_reason: null };
+    const merged = mergeProviders(c, earlier, ['ours']);
+    expect(merged.ours_provision_s).toBe(9);
+    expect(merged.upstream_provision_s).toBe(18);
+    expect(merged.upstream_api_calls_per_vm).toBe(40);
+    expect(merged.ratio_provision_ours_upstream).toBe(0.5);
+    expect(merged.ratio_teardown_ours_upstream).toBe(0.5);
+    expect(merged.upstream_skipped_reason).toBeNull();
+    expect(mergeProviders(c, earlier, ['ours', 'upstream']).upstream_provision_s).toBeNull();
     expect(table).toContain('| 2 | 1 | 6.5 | 9.0 | NOT RUN |');
   });
 });
