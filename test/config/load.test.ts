@@ -70,6 +70,7 @@ describe('loadConfig: modes', () => {
       concurrency: 64,
       tasksPerNode: 4,
       tasksPerStorage: 4,
+      shutdownTimeoutSeconds: 0,
       hostname: 'none',
       healthListen: { host: undefined, port: 8080 },
       logLevel: 'info',

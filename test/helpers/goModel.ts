@@ -99,12 +99,23 @@ export class GoModel {
   ) {}
 
   /** go-proxmox findStorageByContent("iso"): the first storage in the node's list, enabled, content containing "iso". */
+  /**
+   * Go (go-proxmox) takes the first ISO storage of the node's storage list, which PVE returns in hash order (the
+   * simulator shuffles it too), so two calls can disagree when a node has two ISO storages: the Talos ISO downloaded
+   * to one and looked for on the other, or a seed uploaded to one and deleted from the other (the seeds issue 12 found
+   * on different storages). The model reads the list once per node and keeps its choice, so that its steps agree with
+   * each other whatever order the simulator happens to draw; these tests are about the private state, not that bug.
+   */
   async isoStorage(node: string): Promise<string> {
+    const known = this.#isoStorages.get(node);
+    if (known) return known;
     const list = await this.pve.storageList(node);
     const s = list.find((x) => x.enabled && x.content.includes('iso'));
     if (!s) throw new GoStuck('no ISO storage');
+    this.#isoStorages.set(node, s.storage);
     return s.storage;
   }
+  readonly #isoStorages = new Map<string, string>();
 
   async #taskOk(upid: string): Promise<'ok' | 'running' | string> {
     const st = await this.pve.taskStatus(upid);
