@@ -172,13 +172,8 @@ export class IsoStore {
   }
 
   /**
-   * Removes seed ISOs by name; a file (or storage) that does not exist is fine. Throws when the storage cannot be
-   * listed or a file could not be removed (after trying every name): a teardown must be retried then, not release the
-   * request while its seed is still on the storage.
-   */
-  /**
    * The node an upload occupies. PVE runs an upload's worker (`imgcopy`) on the node that received the HTTP request
-   * and copies the file to the target node from there (pve-manager `PVE/API2/Storage/Status.pm`, `upload`: `scp`
+   * and copies the file to the target node from there (pve-storage `src/PVE/API2/Storage/Status.pm`, `upload`: `scp`
    * to `{node}` when it is not the local node), so every seed upload loads the node our API URL points at, whatever
    * node the VM is on. That node is the one `GET /cluster/status` marks `local` (asked once), corrected by the node
    * an upload's UPID names; the target node when neither is known.
@@ -191,6 +186,11 @@ export class IsoStore {
     return (await this.#entryNode) ?? target;
   }
 
+  /**
+   * Removes seed ISOs by name; a file (or storage) that does not exist is fine. Throws when the storage cannot be
+   * listed or a file could not be removed (after trying every name): a teardown must be retried then, not release the
+   * request while its seed is still on the storage. Returns the volume IDs it removed.
+   */
   async removeSeeds(opts: { nodeHint: string; storage: string; names: string[]; log: Logger }): Promise<string[]> {
     const removed: string[] = [];
     if (!opts.storage || !opts.nodeHint) return removed;

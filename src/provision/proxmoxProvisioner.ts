@@ -1129,9 +1129,8 @@ export class ProxmoxProvisioner implements Provisioner {
   /**
    * Proxmox answers and at least one node is online. Trusts recent traffic instead of probing: when Proxmox answered a
    * call within `freshMs`, no call failed since (unreachable, 5xx), and a node list read within `nodesFreshMs` showed
-   * a node online, no call is made (a busy
-   * provider would otherwise add two calls per heartbeat); else one `GET /nodes` (it needs a reachable API and a
-   * valid credential, like every other call).
+   * a node online, no call is made (a busy provider would otherwise add calls every heartbeat); else one `GET /nodes`
+   * (it needs a reachable API and a valid credential, like every other call).
    */
   async healthCheck(freshMs = 10_000, nodesFreshMs = 60_000): Promise<void> {
     const now = Date.now();

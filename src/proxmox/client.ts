@@ -203,7 +203,7 @@ export class PveClient {
   lastOkAtMs = 0;
   /** When a call last failed to reach Proxmox or got a 5xx answer (the health check then asks itself). */
   lastFailAtMs = 0;
-  /** The last node list read (any caller), with when it was read. */
+  /** The last node list read (any caller), with when it was read (a shared read: when it was served, at most its age later). */
   lastNodes: { atMs: number; nodes: NodeListEntry[] } | undefined;
   readonly #shared = new Map<string, { atMs: number; answer: Promise<unknown> }>();
 

@@ -57,8 +57,6 @@ export interface WaitForTaskOptions {
    * once. Default: the duration estimate when there is one, else the no-history plan (NO_HISTORY_FIRST_POLL_MS).
    */
   pollSchedule?: (attempt: number) => number;
-  /** First poll of a task with no duration history (default NO_HISTORY_FIRST_POLL_MS; 5 s for a download). */
-  firstPollMs?: number;
   /** Time source and sleep; for tests. */
   clock?: TaskWaitClock;
   logger?: Logger;
@@ -231,7 +229,7 @@ async function pollTask(client: TaskClient, upid: string, opts: WaitForTaskOptio
   let lastRunningMs: number | undefined;
   if (estimate !== undefined) await clock.sleep(Math.min(deadlineMs, estimatedPoll.firstMs(estimate)), opts.signal);
   else if (!opts.pollSchedule) {
-    const first = opts.firstPollMs ?? NO_HISTORY_FIRST_POLL_BY_TYPE[info.type] ?? NO_HISTORY_FIRST_POLL_MS;
+    const first = NO_HISTORY_FIRST_POLL_BY_TYPE[info.type] ?? NO_HISTORY_FIRST_POLL_MS;
     await clock.sleep(Math.min(deadlineMs, first), opts.signal);
   }
 
