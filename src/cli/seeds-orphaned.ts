@@ -1,5 +1,6 @@
-// `seeds orphaned`: our NoCloud seed ISOs (`omni-seed-*.iso`) no VM uses any more: what the Go provider's teardown
-// leaves of VMs our daemon started, after a rollback (docs/operations.md). Read-only unless `--delete`.
+// `seeds orphaned`: NoCloud seed ISOs no VM uses any more (ours, `omni-seed-*.iso`, and every `user-data-<vmid>.iso`
+// whose VMID no guest holds): what the Go provider's teardown can leave of VMs our daemon started, after a rollback
+// (docs/operations.md). Read-only unless `--delete`.
 import { deleteOrphanedSeeds, listOurSeeds } from '../provision/orphanSeeds.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
@@ -30,7 +31,11 @@ export default async function seedsOrphaned(argv: string[]): Promise<number> {
         process.stdout.write(`${JSON.stringify({ deleted, kept }, null, 2)}\n`);
       } else {
         for (const s of deleted) process.stdout.write(`deleted ${s.volid}\n`);
-        for (const s of kept) process.stdout.write(`kept    ${s.volid} (${s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : `younger than ${minAgeSeconds} s`})\n`);
+        const young = (s: { ctime?: number }) => minAgeSeconds > 0 && s.ctime !== undefined && Date.now() / 1000 - s.ctime < minAgeSeconds;
+        for (const s of kept) {
+          const why = s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : s.kind === 'vmid' && !young(s) ? 'its VMID was taken meanwhile' : `younger than ${minAgeSeconds} s`;
+          process.stdout.write(`kept    ${s.volid} (${why})\n`);
+        }
       }
       return 0;
     }
@@ -39,7 +44,10 @@ export default async function seedsOrphaned(argv: string[]): Promise<number> {
     if (flags.has('json')) {
       process.stdout.write(`${JSON.stringify({ orphaned, used: seeds.filter((s) => s.usedBy.length > 0) }, null, 2)}\n`);
     } else {
-      for (const s of seeds) process.stdout.write(`${s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : 'ORPHANED'}\t${s.volid}\n`);
+      for (const s of seeds) {
+        const what = s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : s.kind === 'vmid' ? 'ORPHANED (no VM has its VMID)' : 'ORPHANED';
+        process.stdout.write(`${what}\t${s.volid}\n`);
+      }
       process.stdout.write(`${orphaned.length} orphaned of ${seeds.length}\n`);
     }
     return 0;

@@ -319,7 +319,7 @@ export function formatStatus(r: StatusReport, now: () => number = Date.now): str
   if (r.orphanVms === null) lines.push('(unknown: needs both Omni and Proxmox; see the problems below)');
   else if (r.orphanVms.length === 0) lines.push('(none)');
   else lines.push(...table(['VMID', 'NODE', 'NAME', 'SMBIOS UUID', 'STATUS', 'LOCK'], r.orphanVms.map((v) => [String(v.vmid), v.node, v.name, v.uuid, v.status ?? '-', v.lock ?? '-'])));
-  lines.push('', 'ISO USAGE (Talos ISOs <sha256>.iso and seeds omni-seed-*.iso; "unused" = no VM and no request names it)');
+  lines.push('', 'ISO USAGE (Talos ISOs <sha256>.iso, seeds omni-seed-*.iso and user-data-<vmid>.iso a request records; "unused" = no VM and no request names it)');
   if (r.isos === null) lines.push('(unknown: see the problems below)');
   else {
     if (r.isos.perStorage.length === 0) lines.push('(no ISO of ours on any storage)');

@@ -21,7 +21,7 @@ import type { ClusterResource, VmConfig } from '../proxmox/types.js';
 import { smbiosUuidOf, splitTags } from '../provision/cluster.js';
 import { isoFileName, rankIsoStorages } from '../provision/isoStore.js';
 import { emptyMachineState } from '../provision/machineState.js';
-import { isoVolumesOf, OUR_SEED_PATTERN } from '../provision/orphanSeeds.js';
+import { isoVolumesOf, OUR_SEED_PATTERN, VMID_SEED_PATTERN } from '../provision/orphanSeeds.js';
 import { MACHINE_REQUEST_TAG_PREFIX } from '../provision/planVm.js';
 import type { DeprovisionContext } from '../provision/step.js';
 import { waitForTask } from '../proxmox/tasks.js';
@@ -260,7 +260,10 @@ export async function scanHousekeeping(pve: PveClient, readRecords: () => Promis
       }
       for (const c of content) {
         const name = isoFileName(c.volid);
-        const kind = TALOS_ISO_PATTERN.test(name) ? 'talos' : OUR_SEED_PATTERN.test(name) ? 'seed' : undefined;
+        // A seed named after its VMID (go-proxmox's name, ours too) is ours only while a private state of ours records
+        // it, and then it is in use: reported, never removed (the Go provider's are not ours to remove).
+        const recordedSeed = VMID_SEED_PATTERN.test(name) && recorded.byVolid.has(c.volid);
+        const kind = TALOS_ISO_PATTERN.test(name) ? 'talos' : OUR_SEED_PATTERN.test(name) || recordedSeed ? 'seed' : undefined;
         if (!kind) continue; // not ours: never reported, never touched
         isos.push({
           kind,

@@ -27,12 +27,20 @@ export function isoFileName(volid: string): string {
 }
 
 /**
- * The Go provider's NoCloud seed of VM `vmid` (go-proxmox's `CloudInit`: `user-data-<vmid>.iso`, uploaded to the
- * node's first ISO storage, attached to ide0, the VM tagged `go-proxmox+cloud-init`).
+ * The NoCloud seed name of VM `vmid` as go-proxmox's `CloudInit` gives it (`user-data-<vmid>.iso`; the Go provider
+ * uploads it to the node's first ISO storage, attaches it to ide0 and tags the VM `GO_SEED_TAG`). Ours has the same
+ * name, so that go-proxmox's VM delete removes it too (see ProxmoxProvisioner's startVm).
  */
 export function goSeedFileName(vmid: number): string {
   return `user-data-${vmid}.iso`;
 }
+
+/**
+ * The VM tag go-proxmox's `CloudInit` adds; its `VirtualMachine.Delete` then removes `user-data-<vmid>.iso` before it
+ * deletes the VM (go-proxmox v0.3.2 `virtual_machine.go` `deleteCloudInitISO`: on the node's first ISO storage in API
+ * order; from v0.6.0 on every enabled ISO storage of the node).
+ */
+export const GO_SEED_TAG = 'go-proxmox+cloud-init';
 
 export interface DownloadOptions {
   node: string;

@@ -1,7 +1,10 @@
-// Our NoCloud seed ISOs (`omni-seed-*.iso`) that no VM uses any more. Our own teardown removes the seed of every
-// request it deletes; the Go provider's teardown does not (go-proxmox's VM delete removes only `user-data-<vmid>.iso`
-// from a VM tagged `go-proxmox+cloud-init`). After rolling back to the Go provider, the operator lists and removes
-// what it left with `omni-infra-provider-proxmox seeds orphaned [--delete]` (docs/operations.md).
+// NoCloud seed ISOs that no VM uses any more. Our own teardown removes the seed of every request it deletes. After a
+// rollback to the Go provider, its teardown removes a seed of ours only when go-proxmox finds it: ours is named
+// `user-data-<vmid>.iso` and the VM tagged `go-proxmox+cloud-init` as go-proxmox does, but go-proxmox before v0.6 looks
+// on one ISO storage of the node only (the first in API order, which PVE does not keep stable), and a seed named after
+// its request (`omni-seed-<request>.iso`: earlier versions, and the fallback when a `user-data-<vmid>.iso` of another VM
+// was in the way) is never its. What is left, the operator lists and removes with
+// `omni-infra-provider-proxmox seeds orphaned [--delete]` (docs/operations.md).
 import type { PveClient } from '../proxmox/client.js';
 import { isNotFound } from '../proxmox/errors.js';
 import { parsePropertyString, formats } from '../proxmox/propertyString.js';
@@ -9,6 +12,8 @@ import { waitForTask } from '../proxmox/tasks.js';
 import { rankIsoStorages } from './isoStore.js';
 
 export const OUR_SEED_PATTERN = /^omni-seed-[a-z0-9_.-]+\.iso$/;
+/** A seed named after its VM (go-proxmox's `user-data-<vmid>.iso`: the Go provider's, and ours). */
+export const VMID_SEED_PATTERN = /^user-data-(\d+)\.iso$/;
 
 export interface SeedVolume {
   /** Node the storage was listed on (any node for a shared storage). */
@@ -19,6 +24,8 @@ export interface SeedVolume {
   ctime?: number;
   /** VMs whose config (a drive slot, current or pending) names this volume. */
   usedBy: number[];
+  /** `request`: `omni-seed-<request>.iso` (only ours); `vmid`: `user-data-<vmid>.iso` whose VMID no guest holds. */
+  kind: 'request' | 'vmid';
 }
 
 /** The ISO volume IDs a VM's drive slots (ide/sata/scsi/virtio) name, in the config given (current or pending). */
@@ -37,10 +44,15 @@ export function isoVolumesOf(config: Record<string, unknown>): string[] {
   return out;
 }
 
-/** Every ISO volume a drive slot of any VM in the cluster names, by volume ID → VMIDs (current and pending config). */
-async function referencedIsos(pve: PveClient): Promise<Map<string, number[]>> {
+/**
+ * Every ISO volume a drive slot of any VM in the cluster names, by volume ID → VMIDs (current and pending config), and
+ * the VMIDs guests (VMs and containers) hold.
+ */
+async function referencedIsos(pve: PveClient): Promise<{ refs: Map<string, number[]>; vmids: Set<number> }> {
   const refs = new Map<string, number[]>();
-  const vms = (await pve.clusterResources('vm')).filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
+  const guests = await pve.clusterResources('vm');
+  const vmids = new Set(guests.flatMap((g) => (g.vmid !== undefined ? [g.vmid] : [])));
+  const vms = guests.filter((v) => v.type === 'qemu' && v.vmid !== undefined && v.node);
   for (const vm of vms) {
     let config;
     try {
@@ -55,16 +67,18 @@ async function referencedIsos(pve: PveClient): Promise<Map<string, number[]>> {
       refs.set(file, list);
     }
   }
-  return refs;
+  return { refs, vmids };
 }
 
 /**
- * Our seed ISOs on every ISO storage of every online node, each with the VMs that use it. Read-only. A seed no VM uses
- * is an orphan, except for a few seconds while a running provider of ours uploads it before attaching it: stop our
- * provider (or use `minAgeSeconds`) before deleting.
+ * Seed ISOs on every ISO storage of every online node that may be ours, each with the VMs that use it. Read-only.
+ * Ours by name (`omni-seed-*.iso`, kind `request`), and every `user-data-<vmid>.iso` whose VMID no guest holds (kind
+ * `vmid`: ours or the Go provider's, its VM gone either way; one whose VM exists is that VM's, and is not listed). A
+ * seed no VM uses is an orphan, except for a few seconds while a running provider of ours uploads a `request` seed
+ * before attaching it: stop our provider (or use `minAgeSeconds`) before deleting.
  */
 export async function listOurSeeds(pve: PveClient): Promise<SeedVolume[]> {
-  const refs = await referencedIsos(pve);
+  const { refs, vmids } = await referencedIsos(pve);
   const nodes = (await pve.nodes()).filter((n) => n.status === 'online').map((n) => n.node).sort();
   const seen = new Set<string>();
   const out: SeedVolume[] = [];
@@ -75,15 +89,20 @@ export async function listOurSeeds(pve: PveClient): Promise<SeedVolume[]> {
       seen.add(key);
       for (const c of await pve.storageContent(node, s.storage, { content: 'iso' })) {
         const name = c.volid.replace(/^[^:]+:iso\//, '');
-        if (!OUR_SEED_PATTERN.test(name)) continue;
-        out.push({ node, storage: s.storage, volid: c.volid, ...(c.ctime !== undefined ? { ctime: c.ctime } : {}), usedBy: refs.get(c.volid) ?? [] });
+        const byVmid = VMID_SEED_PATTERN.exec(name);
+        const kind = OUR_SEED_PATTERN.test(name) ? 'request' : byVmid && !vmids.has(Number(byVmid[1])) ? 'vmid' : undefined;
+        if (!kind) continue;
+        out.push({ node, storage: s.storage, volid: c.volid, ...(c.ctime !== undefined ? { ctime: c.ctime } : {}), usedBy: refs.get(c.volid) ?? [], kind });
       }
     }
   }
   return out;
 }
 
-/** Deletes the seeds of `listOurSeeds` that no VM uses and that are at least `minAgeSeconds` old; returns them. */
+/**
+ * Deletes the seeds of `listOurSeeds` that no VM uses and that are at least `minAgeSeconds` old (a `vmid` seed only while
+ * its VMID is still free); returns them.
+ */
 export async function deleteOrphanedSeeds(
   pve: PveClient,
   opts: { minAgeSeconds: number; now?: () => number },
@@ -96,6 +115,14 @@ export async function deleteOrphanedSeeds(
     if (seed.usedBy.length > 0 || young) {
       kept.push(seed);
       continue;
+    }
+    if (seed.kind === 'vmid') {
+      // Right before the removal: a VM that took this VMID since the listing owns the name now.
+      const vmid = Number(VMID_SEED_PATTERN.exec(seed.volid.replace(/^[^:]+:iso\//, ''))?.[1]);
+      if ((await pve.clusterResources('vm')).some((g) => g.vmid === vmid)) {
+        kept.push(seed);
+        continue;
+      }
     }
     try {
       const upid = await pve.deleteVolume(seed.node, seed.storage, seed.volid);

@@ -30,10 +30,10 @@ import {
   vmConfigAddresses,
   type AddressBook,
 } from './addresses.js';
-import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, storageFacts } from './cluster.js';
+import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, splitTags, storageFacts } from './cluster.js';
 import { HaSteps } from './ha.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
-import { goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
+import { GO_SEED_TAG, goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
 import type { MachineState } from './machineState.js';
 import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
@@ -787,7 +787,7 @@ export class ProxmoxProvisioner implements Provisioner {
   }
 
   /** The VM of this state if it still exists and is ours (same SMBIOS UUID); updates `state.node` if it moved. */
-  async #findByVmid(state: MachineState, requestId: string): Promise<{ node: string } | undefined> {
+  async #findByVmid(state: MachineState, requestId: string): Promise<{ node: string; config: Record<string, unknown> } | undefined> {
     const located = await locateVm(this.#pve, state.vmid);
     const node = located?.node ?? state.node;
     const config = await readConfig(this.#pve, node, state.vmid);
@@ -799,7 +799,7 @@ export class ProxmoxProvisioner implements Provisioner {
       return undefined;
     }
     state.node = node;
-    return { node };
+    return { node, config };
   }
 
   /** Delivers the join config over NoCloud (seed ISO on ide0) and starts the VM. */
@@ -824,17 +824,25 @@ export class ProxmoxProvisioner implements Provisioner {
       ...(hostnameMode === 'request-id' ? { hostname: request.id } : {}),
       ...(networkConfig !== undefined ? { networkConfig } : {}),
     });
+    const seedVolume = await this.#seedVolumeFor(ctx, vm.config);
+    if (state.seedVolume && state.seedVolume !== seedVolume) {
+      // An earlier attempt's seed under another name (this request's VM was created again under a new VMID): removed
+      // first, once its upload ended, by the rules of a teardown.
+      await this.#settleSeedUpload(state, request.id, ctx.log, ctx.signal);
+      const old = await this.#recordedSeed(state, new Set([state.vmid]), ctx.log);
+      if (old) await this.#isos.removeSeeds({ nodeHint: state.seedNode || state.node, storage: old.storage, names: [old.name], log: ctx.log });
+    }
     // Record before writing: the seed volume and its node before the upload, with field 109 saying that an upload is
     // on its way (until Proxmox answers, a teardown cannot tell whether one runs), then the upload's UPID once answered.
-    const filename = seedIsoFileName(request.id);
-    state.seedVolume = `${state.isoStorage}:iso/${filename}`;
+    const [, seedStorage = state.isoStorage, filename = ''] = /^([^:]+):iso\/(.+)$/.exec(seedVolume) ?? [];
+    state.seedVolume = seedVolume;
     state.seedNode = state.node;
     state.seedUploadTask = SEED_UPLOAD_UNANSWERED;
     await ctx.checkpoint();
     try {
       state.seedVolume = await this.#isos.uploadSeed({
         node: state.node,
-        storage: state.isoStorage,
+        storage: seedStorage,
         filename,
         data: seed,
         signal: ctx.signal,
@@ -856,13 +864,14 @@ export class ProxmoxProvisioner implements Provisioner {
     const desired = formatPropertyString({ file: state.seedVolume, media: 'cdrom' }, formats.ide);
     const config = await this.#pve.vmConfig(state.node, state.vmid);
     if (!isAttached(config[SEED_ISO_SLOT], state.seedVolume)) {
-      // The Go provider's seed of this VM in ide0 (it stopped between its CloudInit and its start): replaced by ours,
-      // then removed, since only this VM's config linked to it.
+      // The Go provider's seed of this VM in ide0 (it stopped between its CloudInit and its start) on another storage:
+      // replaced by ours, then removed, since only this VM's config linked to it.
       const replaced = attachedSeeds({ [SEED_ISO_SLOT]: config[SEED_ISO_SLOT] }, state.vmid, request.id).filter(
-        (a) => a.name === goSeedFileName(state.vmid),
+        (a) => a.name === goSeedFileName(state.vmid) && `${a.storage}:iso/${a.name}` !== state.seedVolume,
       );
-      // Only ide0 changes; the boot order stays as created (the seed is data, not a boot device).
-      await this.#pve.setVmConfig(state.node, state.vmid, { [SEED_ISO_SLOT]: desired });
+      // Only ide0 changes (and the tag go-proxmox's VM delete looks for); the boot order stays as created (the seed is
+      // data, not a boot device).
+      await this.#attachSeed(ctx, config, desired);
       for (const r of replaced) {
         // Best effort: once ide0 holds ours, a retry no longer knows the replaced file (`seeds orphaned` lists it).
         await this.#isos.removeSeeds({ nodeHint: state.node, storage: r.storage, names: [r.name], log: ctx.log }).catch((err: unknown) => {
@@ -894,6 +903,89 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     ctx.log.info({ vmid: state.vmid, node: state.node }, 'VM started');
     return done;
+  }
+
+  /**
+   * Where this request's seed goes: `user-data-<vmid>.iso` on the ISO storage, the name go-proxmox gives the Go
+   * provider's seed. With the VM tagged `go-proxmox+cloud-init` (see #attachSeed), the Go provider's VM delete removes
+   * that file with the VM, so a rollback leaves no seed of ours behind. A file of that name that is neither recorded
+   * as this request's nor held by this VM (an earlier, unrelated VM with this VMID left it) is never overwritten: the
+   * seed is then named after the request (`omni-seed-<request>.iso`, which only our teardown or `seeds orphaned`
+   * removes). An earlier attempt's choice is kept.
+   */
+  async #seedVolumeFor(ctx: StepContext, config: Record<string, unknown>): Promise<string> {
+    const { state, request } = ctx;
+    const byVmid = `${state.isoStorage}:iso/${goSeedFileName(state.vmid)}`;
+    const byRequest = `${state.isoStorage}:iso/${seedIsoFileName(request.id)}`;
+    if (state.seedVolume === byVmid || state.seedVolume === byRequest) return state.seedVolume;
+    // This VM's own seed from the Go provider (it stopped between its seed and its start): the same request's file.
+    if (cdromIsos(config).some((iso) => `${iso.storage}:iso/${iso.name}` === byVmid)) return byVmid;
+    const content = await this.#pve.storageContent(state.node, state.isoStorage, { content: 'iso' });
+    if (!content.some((c) => c.volid === byVmid)) return byVmid;
+    ctx.log.warn(
+      { volume: byVmid, seed: byRequest },
+      "a seed ISO named after this VMID is already on the storage and is not this request's; it is left alone and the seed is named after the request",
+    );
+    return byRequest;
+  }
+
+  /**
+   * Points ide0 at the seed. A seed named after the VMID also gets the VM tag `go-proxmox+cloud-init`, in the same
+   * config update: go-proxmox's VM delete looks for that tag before it removes `user-data-<vmid>.iso`. A token that may
+   * not set that tag (a registered tag, or `user-tag-access`) still gets its seed attached, with a warning: that seed
+   * then outlives the VM after a rollback to the Go provider, until `seeds orphaned --delete`.
+   */
+  async #attachSeed(ctx: StepContext, config: Record<string, unknown>, drive: string): Promise<void> {
+    const { state } = ctx;
+    const params: Record<string, string> = { [SEED_ISO_SLOT]: drive };
+    const tags = splitTags(typeof config['tags'] === 'string' ? config['tags'] : undefined);
+    if (isoFileName(state.seedVolume) === goSeedFileName(state.vmid) && !tags.includes(GO_SEED_TAG)) {
+      params['tags'] = [...tags, GO_SEED_TAG].join(';');
+    }
+    try {
+      await this.#pve.setVmConfig(state.node, state.vmid, params);
+    } catch (err) {
+      // pve-guest-common `assert_tag_permissions`: "Permission check failed (/, Sys.Modify for modifying tag '<tag>')",
+      // raised inside the config lock, so the synchronous PUT answers it as a 500, not a 403.
+      if (params['tags'] === undefined || !(err instanceof PveError) || !/for modifying tag/i.test(err.message)) throw err;
+      ctx.log.warn(
+        { tag: GO_SEED_TAG, err: (err as Error).message },
+        "the token may not set the VM tag go-proxmox+cloud-init: after a rollback to the Go provider, its teardown will not remove this VM's seed ISO (seeds orphaned lists it)",
+      );
+      await this.#pve.setVmConfig(state.node, state.vmid, { [SEED_ISO_SLOT]: drive });
+    }
+  }
+
+  /** Lets a recorded seed upload end (or stops it, bounded), so that its file cannot appear after it was removed. */
+  async #settleSeedUpload(state: MachineState, requestId: string, log: Logger, signal: AbortSignal | undefined): Promise<void> {
+    if (state.seedUploadTask === SEED_UPLOAD_UNANSWERED) {
+      // An upload was sent and its answer lost (or the process died first): its task, if Proxmox started one, is not
+      // known. Give it the pending-create bound to finish before the seed is removed, so that it cannot appear after.
+      await this.#waitForUnansweredUpload(requestId, log, signal);
+    } else if (state.seedUploadTask) {
+      await this.#finishOrStop(state.seedUploadTask, log, signal);
+    }
+  }
+
+  /**
+   * The seed the private state records (field 101), when it may be removed by its volume ID. One named after a VMID N
+   * (`user-data-N.iso`, go-proxmox's name and ours) only while that name can only be this request's: VM N is this
+   * request's (or was, until this teardown deleted it: `ourVmids`), or no guest N exists. When guest N exists and is
+   * another's, the file may be that VM's seed now (go-proxmox uploads over a file of the same name): left alone.
+   */
+  async #recordedSeed(state: MachineState, ourVmids: ReadonlySet<number>, log: Logger): Promise<{ storage: string; name: string } | undefined> {
+    const m = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
+    if (!m) return undefined;
+    const byVmid = /^user-data-(\d+)\.iso$/.exec(m[2]!);
+    if (byVmid && !ourVmids.has(Number(byVmid[1]))) {
+      const vmid = Number(byVmid[1]);
+      const holder = (await this.#pve.clusterResources('vm')).find((v) => v.vmid === vmid);
+      if (holder) {
+        log.warn({ volume: state.seedVolume, vmid }, "the recorded seed's VMID now belongs to a VM that is not this request's; its seed ISO is left alone");
+        return undefined;
+      }
+    }
+    return { storage: m[1]!, name: m[2]! };
   }
 
   /**
@@ -1018,25 +1110,16 @@ export class ProxmoxProvisioner implements Provisioner {
     for (const a of attached) await removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
     if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
 
-    if (state.seedUploadTask === SEED_UPLOAD_UNANSWERED) {
-      // An upload was sent and its answer lost (or the process died first): its task, if Proxmox started one, is not
-      // known. Give it the pending-create bound to finish before the seed is removed, so that it cannot appear after.
-      await this.#waitForUnansweredUpload(requestId, log, ctx.signal);
-    } else if (state.seedUploadTask) {
-      // Our seed upload may still be running: the file must not appear after it was removed.
-      await this.#finishOrStop(state.seedUploadTask, log, ctx.signal);
-    }
+    // Our seed upload may still be running: the file must not appear after it was removed.
+    await this.#settleSeedUpload(state, requestId, log, ctx.signal);
     const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
     const nodeHint = state.seedNode || vmNode || state.node;
-    const names = [seedIsoFileName(requestId)];
-    const seed = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
-    if (seed && seed[1] !== state.isoStorage) {
-      await removeSeeds({ nodeHint, storage: seed[1]!, names: [seed[2]!], log });
-    } else if (seed && !names.includes(seed[2]!)) {
-      names.push(seed[2]!);
-    }
-    // Our seed is named after the request; the Go provider's (named after a VMID) only ever through a VM's config above.
-    if (state.isoStorage) await removeSeeds({ nodeHint, storage: state.isoStorage, names, log });
+    // Ours by its recorded volume (a VMID-named one only while it is still this request's, see #recordedSeed), and by
+    // the name earlier versions gave every seed (`omni-seed-<request>.iso`, also the fallback name). The Go provider's
+    // seeds (named after a VMID, never recorded) only ever through a VM's config above.
+    const recordedSeed = await this.#recordedSeed(state, new Set(targets.keys()), log);
+    if (recordedSeed) await removeSeeds({ nodeHint, storage: recordedSeed.storage, names: [recordedSeed.name], log });
+    if (state.isoStorage) await removeSeeds({ nodeHint, storage: state.isoStorage, names: [seedIsoFileName(requestId)], log });
     if (seedFailures.length > 0) {
       throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
     }

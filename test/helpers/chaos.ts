@@ -1150,6 +1150,25 @@ export class ChaosRun {
 
     for (const [id, d] of this.deleted) if (d.error) out.push(`deleting ${id} failed: ${d.error}`);
 
+    // Whose seed ISO a volume is: `omni-seed-<request>.iso` by its name; `user-data-<vmid>.iso` (go-proxmox's name, which
+    // ours uses) the live request whose VM has that VMID or whose state records it, else the request the VMID was last
+    // created for.
+    const liveVmids = new Map<number, string>();
+    const liveSeeds = new Map<string, string>();
+    for (const id of live) {
+      const res = omni.store.find(PRIVATE_NS, PRIVATE_TYPE, id);
+      const st: MachineSpec | undefined = res ? fromBinary(MachineSpecSchema, res.spec.protoSpec) : undefined;
+      if (st?.vmid) liveVmids.set(st.vmid, id);
+      if (st?.seedVolume) liveSeeds.set(st.seedVolume, id);
+    }
+    const known = [...live, ...this.deleted.keys()];
+    const seedOwner = (v: { volid: string; name: string }): string | undefined => {
+      const byVmid = /(?:^|\/)user-data-(\d+)\.iso$/.exec(v.name);
+      if (!byVmid) return known.find((id) => v.name.endsWith(seedIsoFileName(id)));
+      const vmid = Number(byVmid[1]);
+      return liveSeeds.get(v.volid) ?? liveVmids.get(vmid) ?? this.createdVmids.get(vmid);
+    };
+
     // Every live request: PROVISIONED, exactly one VM with its name and SMBIOS UUID, the one its state records.
     for (const id of live) {
       const status = statusOf(omni, id);
@@ -1175,7 +1194,7 @@ export class ChaosRun {
         if (vm.config.get('lock') !== undefined) out.push(`${id}: VM ${vm.vmid} is locked (${vm.config.get('lock')})`);
         if (status && status.id !== uuid) out.push(`${id}: MachineRequestStatus.id ${status.id} is not the VM's UUID ${uuid}`);
       }
-      const seeds = seedVolumes(this.world).filter((v) => v.name.endsWith(seedIsoFileName(id)));
+      const seeds = seedVolumes(this.world).filter((v) => seedOwner(v) === id);
       if (seeds.length > 1) out.push(`${id}: ${seeds.length} seed ISOs (${seeds.map((s) => `${s.node}/${s.volid}`).join(', ')})`);
     }
 
@@ -1187,7 +1206,7 @@ export class ChaosRun {
         const uuid = smbiosUuidOf(Object.fromEntries(vm.config));
         if (vm.config.get('name') === id || (uuid !== undefined && uuids.has(uuid))) out.push(`deleted ${id}: VM ${vm.vmid} on ${vm.node} remains`);
       }
-      for (const v of seedVolumes(this.world)) if (v.name.endsWith(seedIsoFileName(id))) out.push(`deleted ${id}: seed ISO ${v.volid} on ${v.node} remains`);
+      for (const v of seedVolumes(this.world)) if (seedOwner(v) === id) out.push(`deleted ${id}: seed ISO ${v.volid} on ${v.node} remains`);
       const request = omni.controllers.machineRequest(id);
       if (request) out.push(`deleted ${id}: the MachineRequest still exists (finalizers ${JSON.stringify(request.metadata.finalizers)})`);
       if (omni.store.find(NS.infraProvider, TYPES.machineRequestStatus, id)) out.push(`deleted ${id}: its MachineRequestStatus remains`);
@@ -1202,9 +1221,7 @@ export class ChaosRun {
       out.push(`VM ${vm.vmid} on ${vm.node} (${what}) belongs to no live request`);
     }
     for (const v of seedVolumes(this.world)) {
-      if (!live.some((id) => v.name.endsWith(seedIsoFileName(id))) && ![...this.deleted.keys()].some((id) => v.name.endsWith(seedIsoFileName(id)))) {
-        out.push(`seed ISO ${v.volid} on ${v.node} belongs to no request`);
-      }
+      if (seedOwner(v) === undefined) out.push(`seed ISO ${v.volid} on ${v.node} belongs to no request`);
     }
     for (const t of sim.tasks({ status: 'running' })) out.push(`task ${t.upid} still running`);
 
@@ -1323,14 +1340,14 @@ function remainingUses(sim: World['sim'], id: number): number {
   return [...plan.requestRules, ...plan.taskRules].find((r) => r.id === id)?.remaining ?? 0;
 }
 
-/** Every NoCloud seed ISO on any storage of any node. */
+/** Every NoCloud seed ISO (`omni-seed-*.iso`, `user-data-<vmid>.iso`) on any storage of any node. */
 function seedVolumes(world: World): Array<{ volid: string; name: string; node: string }> {
   const out: Array<{ volid: string; name: string; node: string }> = [];
   for (const s of world.sim.state.storages.values()) {
     const nodes = s.shared ? [world.sim.state.entryNode] : [...world.sim.state.nodes.keys()];
     for (const node of nodes) {
       for (const v of world.sim.state.volumeMap(s, node).values()) {
-        if (/omni-seed-/.test(v.name)) out.push({ volid: v.volid, name: v.name, node });
+        if (/omni-seed-|user-data-\d+\.iso$/.test(v.name)) out.push({ volid: v.volid, name: v.name, node });
       }
     }
   }

@@ -321,11 +321,11 @@ export function providerVms(sim: PveSim): number[] {
   return [...sim.state.vms.keys()].filter((vmid) => vmid !== 100 && vmid !== 101);
 }
 
-/** Every NoCloud seed ISO (`omni-seed-*.iso`) on any ISO storage of any node. */
+/** Every NoCloud seed ISO (ours: `user-data-<vmid>.iso`, or `omni-seed-*.iso`) on any ISO storage of any node. */
 export function seedIsos(sim: PveSim): string[] {
   const out: string[] = [];
   for (const storage of ['local', 'nfs-iso']) {
-    for (const v of sim.volumes(storage)) if (/omni-seed-/.test(v.name)) out.push(v.volid);
+    for (const v of sim.volumes(storage)) if (/omni-seed-|user-data-\d+\.iso$/.test(v.name)) out.push(v.volid);
   }
   return out;
 }

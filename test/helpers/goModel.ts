@@ -12,7 +12,8 @@
 //   `user-data-<vmid>.iso` uploaded to the first ISO storage, tag `go-proxmox+cloud-init`, ide0 and boot set; start;
 //   field 8 := UPID.
 // - Deprovision: field 11 = 0 → nothing. Else GET the VM (gone → nothing), stop, go-proxmox Delete: if the VM has the
-//   tag, `user-data-<vmid>.iso` on the first ISO storage is deleted first; then DELETE the VM (no purge flags).
+//   tag, `user-data-<vmid>.iso` on the first ISO storage is deleted first (go-proxmox v0.6+: on the first ISO storage
+//   that has it, `deleteScansAllIsoStorages`); then DELETE the VM (no purge flags).
 // Steps resume at the annotation (the last step that finished or asked for a retry) and run it again.
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import type { PveClient } from '../../src/proxmox/client.js';
@@ -90,6 +91,12 @@ export interface GoRunOptions {
   node: string;
   /** Waits for a task to end (the test's clock); returns its exit status. */
   waitTask: (upid: string) => Promise<string>;
+  /**
+   * go-proxmox v0.6.0 and later (the Go provider v0.3.0 pins 0.8.1): the VM delete looks for `user-data-<vmid>.iso` on
+   * every enabled ISO storage of the node (in API order) and removes the first it finds. Default: v0.3.2 (0d9fd58),
+   * only on the node's first ISO storage.
+   */
+  deleteScansAllIsoStorages?: boolean;
 }
 
 export class GoModel {
@@ -245,12 +252,16 @@ export class GoModel {
     }
     await this.opts.waitTask(await this.pve.stopVm(s.node, s.vmid));
     if (String(config.tags ?? '').split(';').includes(TAG_CLOUD_INIT)) {
-      const storage = await this.isoStorage(s.node);
-      const volid = `${storage}:iso/user-data-${s.vmid}.iso`;
-      const content = await this.pve.storageContent(s.node, storage, { content: 'iso' });
-      if (content.some((c) => c.volid === volid)) {
+      const storages = this.opts.deleteScansAllIsoStorages
+        ? (await this.pve.storageList(s.node)).filter((x) => x.enabled && x.content.includes('iso')).map((x) => x.storage)
+        : [await this.isoStorage(s.node)];
+      for (const storage of storages) {
+        const volid = `${storage}:iso/user-data-${s.vmid}.iso`;
+        const content = await this.pve.storageContent(s.node, storage, { content: 'iso' });
+        if (!content.some((c) => c.volid === volid)) continue;
         const upid = await this.pve.deleteVolume(s.node, storage, volid);
         if (upid) await this.opts.waitTask(upid);
+        break;
       }
     }
     await this.opts.waitTask(await this.pve.deleteVm(s.node, s.vmid, {}));

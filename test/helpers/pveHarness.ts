@@ -1,7 +1,7 @@
 // Test harness: a Proxmox simulator over HTTPS on 127.0.0.1, the real client pinned to its certificate, and a
 // ProxmoxProvisioner wired to them. The ImageService here is a fixed test double (the Omni side is tested elsewhere).
 import { readFileSync } from 'node:fs';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/log.js';
 import { PveClient, type PveClientOptions } from '../../src/proxmox/client.js';
 import { emptyMachineState, type MachineState } from '../../src/provision/machineState.js';
 import { parseProviderData } from '../../src/provision/providerData.js';
@@ -116,6 +116,10 @@ export async function runSteps(
     /** Called with the state whenever a step checkpoints it (the controller's write to Omni); steps work on `state`. */
     checkpoint?: (state: MachineState) => void | Promise<void>;
     signal?: AbortSignal;
+    /** The last step to run (default: every step to the end). */
+    until?: string;
+    /** The steps' logger (default: silent). */
+    log?: Logger;
   } = {},
 ): Promise<MachineState> {
   const clock = simClockOf.get(provisioner);
@@ -128,7 +132,7 @@ export async function runSteps(
       request: req,
       state,
       joinConfig: JOIN_CONFIG,
-      log: silentLogger,
+      log: opts.log ?? silentLogger,
       signal: opts.signal,
       checkpoint: async () => {
         await opts.checkpoint?.(state);
@@ -149,6 +153,7 @@ export async function runSteps(
       if (attempt >= (opts.maxRetries ?? 20)) throw new Error(`${step.name} still retrying: ${result.message ?? ''}`);
       await sleep(result.afterMs);
     }
+    if (step.name === opts.until) break;
   }
   return state;
 }

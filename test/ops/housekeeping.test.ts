@@ -37,6 +37,8 @@ beforeEach(async ({ signal }) => {
         { storage: 'nfs-iso', name: `iso/omni-seed-${STATE_ONLY}.iso`, size: 60 },
         // Looks like ours but is not of our naming: never touched.
         { storage: 'nfs-iso', name: `iso/${'d'.repeat(63)}.iso`, size: 70 },
+        // A seed named after a VMID no private state records (the Go provider's, or a VM's long gone): never touched.
+        { storage: 'nfs-iso', name: 'iso/user-data-777.iso', size: 80 },
       ],
     },
   });
@@ -208,7 +210,7 @@ describe('housekeeping', () => {
     );
     // Kept: the VM of the live request, its Talos ISO and seed, the in-flight request's ISOs, the foreign VMs and files.
     for (const vmid of [kept.vmid, ...foreign, 100, 101]) expect(pve.sim.vm(vmid)).toBeDefined();
-    expect(after).toEqual(expect.arrayContaining([`iso/${RECORDED_TALOS}`, `iso/omni-seed-${STATE_ONLY}.iso`, `iso/omni-seed-${KEPT}.iso`, `iso/${'d'.repeat(63)}.iso`]));
+    expect(after).toEqual(expect.arrayContaining([`iso/${RECORDED_TALOS}`, `iso/omni-seed-${STATE_ONLY}.iso`, `iso/user-data-${kept.vmid}.iso`, `iso/${'d'.repeat(63)}.iso`, 'iso/user-data-777.iso']));
     expect(isoNames('local')).toContain('iso/debian-12.iso');
     // Foreign VMs were never written to.
     const writes = pve.sim.requests.filter((r) => r.method !== 'GET' && /\/qemu\/(900|901|902|100|101)(\/|$)/.test(r.path));

@@ -14,7 +14,7 @@ import { deleteOrphanedSeeds, listOurSeeds } from '../../src/provision/orphanSee
 import type { StepContext } from '../../src/provision/step.js';
 import { writeCalls } from '../../src/sim/proxmox/index.js';
 import { GO_STEPS, GoModel, goDecode, goEncode, emptyGoSpec, namesCreateOf, type GoSpec, type GoStep } from '../helpers/goModel.js';
-import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, testImages, type PveHarness } from '../helpers/pveHarness.js';
+import { basicData, JOIN_CONFIG, request, runSteps, startPveHarness, testFixture, testImages, type PveHarness } from '../helpers/pveHarness.js';
 
 let h: PveHarness | undefined;
 afterEach(async () => {
@@ -24,8 +24,9 @@ afterEach(async () => {
 
 const SCHEMATIC = 'a'.repeat(64);
 
-function goModel(harness: PveHarness, requestId: string): GoModel {
+function goModel(harness: PveHarness, requestId: string, opts: { deleteScansAllIsoStorages?: boolean } = {}): GoModel {
   return new GoModel(harness.pve, {
+    ...opts,
     requestId,
     talosVersion: 'v1.11.5',
     schematic: SCHEMATIC,
@@ -95,35 +96,57 @@ function isoNames(harness: PveHarness): string[] {
 }
 
 describe('ours stops at a step boundary, the Go provider takes over and tears down', () => {
-  for (const stopAfter of GO_STEPS) {
-    it(`ours finished ${stopAfter}: every checkpoint reads right to Go; Go ends with one VM; Go's teardown leaves no VM, only our seed for the operator's cleanup`, async () => {
-      h = await startPveHarness();
-      const id = `req-o2g-${stopAfter.toLowerCase()}`;
-      const checkpoints: MachineState[] = [];
-      const ours = await runOurs(h, id, emptyMachineState(), 'pickNode', stopAfter, checkpoints);
-      for (const [i, c] of checkpoints.entries()) expectGoReadable(ours2go(c), `checkpoint ${i}`);
-      const go = goModel(h, id);
-      const spec = ours2go(ours);
-      // Go resumes at the annotation: the step ours finished last, run again. (After startVM the request is
-      // PROVISIONED and Go's controller runs no step at all; running startVM again must still be a no-op.)
-      await go.run(spec, stopAfter);
-      if (stopAfter === 'startVM') expect(spec.vmStartTask).toBe(ours.vmStartTask);
-      expect(vmsNamed(h, id)).toEqual([spec.vmid]);
-      expect(h.sim.vm(spec.vmid)?.running).toBe(true);
-      expect(h.sim.vm(spec.vmid)?.config.smbios1).toContain(`uuid=${ours.uuid || spec.uuid}`);
+  for (const [goProxmox, deleteScansAllIsoStorages] of [['v0.3.2 (0d9fd58)', false], ['v0.6+ (Go provider v0.3.0)', true]] as const) {
+    for (const stopAfter of GO_STEPS) {
+      it(`ours finished ${stopAfter}, go-proxmox ${goProxmox}: every checkpoint reads right to Go; Go ends with one VM; Go's teardown removes the VM and the seeds go-proxmox finds`, async () => {
+        h = await startPveHarness();
+        const id = `req-o2g-${stopAfter.toLowerCase()}`;
+        const checkpoints: MachineState[] = [];
+        const ours = await runOurs(h, id, emptyMachineState(), 'pickNode', stopAfter, checkpoints);
+        for (const [i, c] of checkpoints.entries()) expectGoReadable(ours2go(c), `checkpoint ${i}`);
+        const go = goModel(h, id, { deleteScansAllIsoStorages });
+        const spec = ours2go(ours);
+        // Go resumes at the annotation: the step ours finished last, run again. (After startVM the request is
+        // PROVISIONED and Go's controller runs no step at all; running startVM again must still be a no-op.)
+        await go.run(spec, stopAfter);
+        if (stopAfter === 'startVM') expect(spec.vmStartTask).toBe(ours.vmStartTask);
+        expect(vmsNamed(h, id)).toEqual([spec.vmid]);
+        expect(h.sim.vm(spec.vmid)?.running).toBe(true);
+        expect(h.sim.vm(spec.vmid)?.config.smbios1).toContain(`uuid=${ours.uuid || spec.uuid}`);
 
-      await go.deprovision(spec);
-      expect(vmsNamed(h, id)).toEqual([]);
-      const ourSeeds = await listOurSeeds(h.pve);
-      // Go's own seed went with its VM (go-proxmox deletes user-data-<vmid>.iso of a tagged VM); ours stays when ours
-      // uploaded one (it finished startVM): the documented operator clean-up removes it.
-      expect(isoNames(h).filter((v) => v.includes('user-data-'))).toEqual([]);
-      expect(ourSeeds.map((s) => s.volid)).toEqual(stopAfter === 'startVM' ? [ours.seedVolume] : []);
-      const { deleted } = await deleteOrphanedSeeds(h.pve, { minAgeSeconds: 0 });
-      expect(deleted.map((s) => s.volid)).toEqual(ourSeeds.map((s) => s.volid));
-      expect(isoNames(h)).toEqual([]);
-    });
+        await go.deprovision(spec);
+        expect(vmsNamed(h, id)).toEqual([]);
+        // Our seed is named and tagged as go-proxmox does, so Go's VM delete removes it like its own, wherever go-proxmox
+        // looks: v0.6+ on every ISO storage of the node; v0.3.2 only on the node's first ISO storage in API order
+        // (PVE lists storages in hash order; the harness has two, local and the shared nfs-iso, where ours goes).
+        // What go-proxmox missed is exactly ours, and the documented operator clean-up finds and removes it.
+        const goLooksAt = deleteScansAllIsoStorages ? undefined : await go.isoStorage(spec.node);
+        const left = stopAfter === 'startVM' && goLooksAt !== undefined && !ours.seedVolume.startsWith(`${goLooksAt}:`) ? [ours.seedVolume] : [];
+        expect(isoNames(h)).toEqual(left);
+        const ourSeeds = await listOurSeeds(h.pve);
+        expect(ourSeeds.map((s) => s.volid)).toEqual(left);
+        const { deleted } = await deleteOrphanedSeeds(h.pve, { minAgeSeconds: 0 });
+        expect(deleted.map((s) => s.volid)).toEqual(left);
+        expect(isoNames(h)).toEqual([]);
+      });
+    }
   }
+
+  it('ours finished startVM, nodes with one ISO storage (a homelab\'s `local`), go-proxmox v0.3.2: Go\'s teardown removes our seed', async () => {
+    // The case above leaves it to the simulator's draw which storage v0.3.2 looks at; with one ISO storage there is no draw.
+    const base = testFixture();
+    const storages = base.storages.map((s) => (s.name === 'nfs-iso' ? { ...s, content: s.content.filter((c) => c !== 'iso') } : s));
+    h = await startPveHarness({ fixture: { storages } });
+    const id = 'req-o2g-same-storage';
+    const ours = await runOurs(h, id, emptyMachineState(), 'pickNode', 'startVM');
+    const go = goModel(h, id);
+    const spec = ours2go(ours);
+    await go.run(spec, 'startVM');
+    expect(ours.seedVolume).toBe(`${await go.isoStorage(spec.node)}:iso/user-data-${ours.vmid}.iso`);
+    await go.deprovision(spec);
+    expect(vmsNamed(h, id)).toEqual([]);
+    expect(isoNames(h)).toEqual([]);
+  });
 
   it('ours stopped inside syncVM once the create was answered (annotation uploadISO): Go does not create a second VM', async () => {
     h = await startPveHarness();

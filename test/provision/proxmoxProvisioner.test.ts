@@ -51,7 +51,10 @@ describe('provisioning against the simulator', () => {
     // Field 4 is the bare file name, as the Go provider writes it; the storage is field 100 (shared preferred).
     expect(state.volumeId).toMatch(/^[0-9a-f]{64}\.iso$/);
     expect(state.isoStorage).toBe('nfs-iso');
-    expect(state.seedVolume).toBe('nfs-iso:iso/omni-seed-req-happy-1.iso');
+    // Named and tagged as go-proxmox does (user-data-<vmid>.iso, go-proxmox+cloud-init): the Go provider's VM delete
+    // removes it with the VM after a rollback.
+    expect(state.seedVolume).toBe(`nfs-iso:iso/user-data-${state.vmid}.iso`);
+    expect(String(vm.config.tags).split(';')).toContain('go-proxmox+cloud-init');
 
     const seed = h.sim.isoFile(state.seedVolume, state.node);
     expect(readIsoFile(seed, '/user-data')).toBe(JOIN_CONFIG);
@@ -224,7 +227,7 @@ describe('deprovision', () => {
     const seedRoute = '/nodes/{node}/storage/{storage}/content/{volume*}';
     h.sim.faults.onRequest({ method: 'DELETE', route: seedRoute }, { kind: 'connReset' }, { times: Infinity });
     await expect(h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger })).rejects.toThrow(
-      /could not remove seed ISO nfs-iso:iso\/omni-seed-req-seed-stays\.iso.*released once its seed ISO is removed/,
+      /could not remove seed ISO nfs-iso:iso\/user-data-\d+\.iso.*released once its seed ISO is removed/,
     );
     expect(h.sim.vm(state.vmid)).toBeUndefined();
     expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(state.seedVolume);

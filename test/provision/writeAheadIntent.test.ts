@@ -208,15 +208,17 @@ describe('write-ahead record of the seed upload', () => {
       },
     }).catch(() => undefined);
     expect(uploadsBeforeRecord).toBe(0);
-    expect(recordedBefore).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed.iso', seedUploadTask: SEED_UPLOAD_UNANSWERED });
-    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed.iso', seedNode: persisted!.node });
+    // Named as go-proxmox names a seed (user-data-<vmid>.iso), so that the Go provider's teardown removes it after a rollback.
+    const seedVolume = `nfs-iso:iso/user-data-${persisted!.vmid}.iso`;
+    expect(recordedBefore).toMatchObject({ seedVolume, seedUploadTask: SEED_UPLOAD_UNANSWERED });
+    expect(persisted).toMatchObject({ seedVolume, seedNode: persisted!.node });
     expect(persisted!.seedUploadTask).toMatch(/^UPID:.*:imgcopy:/);
 
     await harness.provisioner.deprovision({ requestId: 'req-seed', state: persisted!, log: silentLogger });
     // The upload was stopped before the seed was looked for: it can no longer appear.
     harness.sim.releaseStuckTasks({ type: 'imgcopy' });
     await harness.sim.settle();
-    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain('nfs-iso:iso/omni-seed-req-seed.iso');
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(seedVolume);
     expect(harness.sim.tasks({ type: 'imgcopy' })[0]?.exitstatus).toBe('received interrupt');
     expect(ourVms(harness, 'req-seed')).toEqual([]);
   });
@@ -230,7 +232,8 @@ describe('write-ahead record of the seed upload', () => {
     harness.sim.faults.onRequest({ method: 'POST', route: '/nodes/{node}/storage/{storage}/upload' }, { kind: 'lostResponse', mode: 'reset' });
     const { persisted, error } = await runUntilCheckpoint(harness, 'req-seed-lost', () => false);
     expect(String(error)).toMatch(/startVM: .*upload.*may have been executed/);
-    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed-lost.iso', seedUploadTask: SEED_UPLOAD_UNANSWERED });
+    const seedVolume = `nfs-iso:iso/user-data-${persisted.vmid}.iso`;
+    expect(persisted).toMatchObject({ seedVolume, seedUploadTask: SEED_UPLOAD_UNANSWERED });
     expect(harness.sim.tasks({ type: 'imgcopy', status: 'running' })).toHaveLength(1);
 
     const waiting = new Changes();
@@ -241,9 +244,9 @@ describe('write-ahead record of the seed upload', () => {
     // The upload ends while the teardown waits: its file appears, and is removed once the bound has passed.
     expect(harness.sim.releaseStuckTasks({ type: 'imgcopy' })).toBe(1);
     await harness.sim.settle();
-    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).toContain('nfs-iso:iso/omni-seed-req-seed-lost.iso');
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(seedVolume);
     await teardown;
-    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain('nfs-iso:iso/omni-seed-req-seed-lost.iso');
+    expect(harness.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(seedVolume);
     expect(ourVms(harness, 'req-seed-lost')).toEqual([]);
   });
 
@@ -256,7 +259,7 @@ describe('write-ahead record of the seed upload', () => {
     );
     const { persisted, error } = await runUntilCheckpoint(harness, 'req-seed-refused', () => false);
     expect(String(error)).toMatch(/startVM: Permission check failed/);
-    expect(persisted).toMatchObject({ seedVolume: 'nfs-iso:iso/omni-seed-req-seed-refused.iso', seedUploadTask: '' });
+    expect(persisted).toMatchObject({ seedVolume: `nfs-iso:iso/user-data-${persisted.vmid}.iso`, seedUploadTask: '' });
     await harness.provisioner.deprovision({ requestId: 'req-seed-refused', state: persisted, log: silentLogger });
     expect(ourVms(harness, 'req-seed-refused')).toEqual([]);
   });
