@@ -945,11 +945,12 @@ export class ProxmoxProvisioner implements Provisioner {
     try {
       await this.#pve.setVmConfig(state.node, state.vmid, params);
     } catch (err) {
-      // pve-guest-common `assert_tag_permissions`: "Permission check failed (/, Sys.Modify for modifying tag '<tag>')",
-      // raised inside the config lock, so the synchronous PUT answers it as a 500, not a 403.
+      // pve-guest-common `assert_tag_permissions`: "Permission check failed (/, Sys.Modify for modifying tag '<tag>')".
+      // It is raised inside the VM's config lock; matched on the text, whatever the status (403, or the 500 the
+      // simulator answers for an error inside the lock).
       if (params['tags'] === undefined || !(err instanceof PveError) || !/for modifying tag/i.test(err.message)) throw err;
       ctx.log.warn(
-        { tag: GO_SEED_TAG, err: (err as Error).message },
+        { tag: GO_SEED_TAG, err: err.message },
         "the token may not set the VM tag go-proxmox+cloud-init: after a rollback to the Go provider, its teardown will not remove this VM's seed ISO (seeds orphaned lists it)",
       );
       await this.#pve.setVmConfig(state.node, state.vmid, { [SEED_ISO_SLOT]: drive });

@@ -285,6 +285,12 @@ describe.skipIf(goMissing !== undefined)('ours stops, Go takes over, Go tears do
       expect(vms, go.output()).toHaveLength(1);
       if (oursVm.length === 1) expect(vms).toEqual(oursVm);
       expect(w.sim.vm(vms[0]!)?.running).toBe(true);
+      // One seed, uploaded once: ours when ours got as far as its start (the VM start, provisioned), else Go's; both
+      // named user-data-<vmid>.iso and the VM tagged go-proxmox+cloud-init.
+      const seed = `local:iso/user-data-${vms[0]}.iso`;
+      expect(seedIsos(w)).toEqual([seed]);
+      expect(w.sim.requests.filter((r) => r.route === '/nodes/{node}/storage/{storage}/upload' && r.params?.['filename'] === `user-data-${vms[0]}.iso`)).toHaveLength(1);
+      expect(String(w.sim.vm(vms[0]!)?.config.tags).split(';')).toContain('go-proxmox+cloud-init');
 
       await w.omni.deleteMachineRequest(id, TEST_MS);
       expect(vmsOf(w, id)).toEqual([]);
