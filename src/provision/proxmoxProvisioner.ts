@@ -1094,33 +1094,37 @@ export class ProxmoxProvisioner implements Provisioner {
     for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
     // The VM is gone: its pool goes too when the Go provider created it and nothing is left in it (field 12).
     if (state.pool) await removeEmptyGoPool(this.#pve, state.pool, log);
+    if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
+    // Our seed upload may still be running: it ends (or is stopped) before any seed is removed, so that no file
+    // appears after its removal.
+    await this.#settleSeedUpload(state, requestId, log, ctx.signal);
+    // What is removed: the seeds the deleted VMs' CD-ROM slots held (Go's or ours: never a file because of its name
+    // alone), ours by its recorded volume (a VMID-named one only while it is still this request's, see #recordedSeed),
+    // and by the name earlier versions gave every seed (`omni-seed-<request>.iso`, also the fallback name). One listing
+    // per storage (and node).
+    const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
+    const nodeHint = state.seedNode || vmNode || state.node;
+    const wanted = new Map<string, { nodeHint: string; storage: string; names: Set<string> }>();
+    const want = (node: string, storage: string, name: string): void => {
+      const key = `${node}/${storage}`;
+      const entry = wanted.get(key) ?? { nodeHint: node, storage, names: new Set<string>() };
+      entry.names.add(name);
+      wanted.set(key, entry);
+    };
+    for (const a of attached) want(a.node, a.storage, a.name);
+    const recordedSeed = await this.#recordedSeed(state, new Set(targets.keys()), log);
+    if (recordedSeed) want(nodeHint, recordedSeed.storage, recordedSeed.name);
+    if (state.isoStorage) want(nodeHint, state.isoStorage, seedIsoFileName(requestId));
     // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
     // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
     const seedFailures: string[] = [];
-    /** `node/volid` of the seeds removed so far (a seed removed through its VM's config is not listed again by name). */
-    const removed = new Set<string>();
-    const removeSeeds = async (opts: Parameters<IsoStore['removeSeeds']>[0]): Promise<void> => {
-      const names = opts.names.filter((name) => !removed.has(`${opts.nodeHint}/${opts.storage}:iso/${name}`));
-      if (names.length === 0) return;
+    for (const w of wanted.values()) {
       try {
-        for (const volid of await this.#isos.removeSeeds({ ...opts, names })) removed.add(`${opts.nodeHint}/${volid}`);
+        await this.#isos.removeSeeds({ nodeHint: w.nodeHint, storage: w.storage, names: [...w.names], log });
       } catch (err) {
         seedFailures.push(err instanceof Error ? err.message : String(err));
       }
-    };
-    for (const a of attached) await removeSeeds({ nodeHint: a.node, storage: a.storage, names: [a.name], log });
-    if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
-
-    // Our seed upload may still be running: the file must not appear after it was removed.
-    await this.#settleSeedUpload(state, requestId, log, ctx.signal);
-    const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
-    const nodeHint = state.seedNode || vmNode || state.node;
-    // Ours by its recorded volume (a VMID-named one only while it is still this request's, see #recordedSeed), and by
-    // the name earlier versions gave every seed (`omni-seed-<request>.iso`, also the fallback name). The Go provider's
-    // seeds (named after a VMID, never recorded) only ever through a VM's config above.
-    const recordedSeed = await this.#recordedSeed(state, new Set(targets.keys()), log);
-    if (recordedSeed) await removeSeeds({ nodeHint, storage: recordedSeed.storage, names: [recordedSeed.name], log });
-    if (state.isoStorage) await removeSeeds({ nodeHint, storage: state.isoStorage, names: [seedIsoFileName(requestId)], log });
+    }
     if (seedFailures.length > 0) {
       throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
     }

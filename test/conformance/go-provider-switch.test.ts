@@ -15,7 +15,7 @@ import { startProviderProcess, upstreamUnavailableReason, upstreamVersionLabel }
 import type { MachineSpec } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { silentLogger } from '../../src/log.js';
 import { PveClient } from '../../src/proxmox/client.js';
-import { listOurSeeds } from '../../src/provision/orphanSeeds.js';
+import { deleteOrphanedSeeds, listOurSeeds } from '../../src/provision/orphanSeeds.js';
 import { PveSim, ScaledClock, startPveSimServer, writeCalls, type PveSimServer } from '../../src/sim/proxmox/index.js';
 import { daemonCommand } from '../helpers/daemon-command.js';
 
@@ -61,10 +61,10 @@ afterEach(async () => {
   world = undefined;
 });
 
-async function startWorld(): Promise<World> {
+async function startWorld(fixture = benchFixture()): Promise<World> {
   const omni = await startInProcessOmniBackend(PROVIDER_ID);
   await omni.holdMachineRequestStatuses();
-  const sim = new PveSim({ fixture: benchFixture(), clock: new ScaledClock(0.05), logger: silentLogger });
+  const sim = new PveSim({ fixture, clock: new ScaledClock(0.05), logger: silentLogger });
   const pve = await startPveSimServer(sim, { https: true });
   const guard = await startOutboundGuard({ factoryUrl: omni.factoryUrl });
   const key = await omni.createProviderKey(PROVIDER_ID);
@@ -301,6 +301,32 @@ describe.skipIf(goMissing !== undefined)('ours stops, Go takes over, Go tears do
       expect(await listOurSeeds(w.client)).toEqual([]);
     }, TEST_MS);
   }
+});
+
+describe.skipIf(goMissing !== undefined)('nodes with two ISO storages, ours provisioned, Go tears down', () => {
+  it('what Go leaves is at most our seed (go-proxmox 0.3.2 looks on one ISO storage, in API order), and seeds orphaned --delete removes it', async () => {
+    const fixture = benchFixture();
+    fixture.storages.push({ name: 'nfs-iso', type: 'nfs', content: ['iso'], shared: true, total: 1024 ** 4, used: 0 });
+    const w = (world = await startWorld(fixture));
+    const id = 'ours2go-two-iso-storages';
+    await stopAt(w, { name: 'provisioned', done: true }, id, () => startOurs(w), () => w.omni.createMachineRequest('switch', id, { talosVersion: 'v1.11.5', providerData: BENCH_PROVIDER_DATA }));
+    const [vmid] = vmsOf(w, id);
+    // Ours prefers the shared ISO storage.
+    const seed = `nfs-iso:iso/user-data-${vmid}.iso`;
+    expect(w.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(seed);
+
+    const go = await startGo(w);
+    await provisioned(w, id, go);
+    await w.omni.deleteMachineRequest(id, TEST_MS);
+    expect(vmsOf(w, id)).toEqual([]);
+    const seeds = () => [...w.sim.volumes('local'), ...w.sim.volumes('nfs-iso')].map((v) => v.volid).filter((v) => /:iso\/(user-data-|omni-seed-)/.test(v));
+    const left = seeds();
+    process.stderr.write(`two ISO storages: after Go's teardown ${left.length === 0 ? 'no seed is left' : `left: ${left.join(', ')}`}\n`);
+    expect([[], [seed]]).toContainEqual(left);
+    expect((await listOurSeeds(w.client)).map((s) => s.volid)).toEqual(left);
+    await deleteOrphanedSeeds(w.client, { minAgeSeconds: 0 });
+    expect(seeds()).toEqual([]);
+  }, TEST_MS);
 });
 
 describe.skipIf(goMissing !== undefined)('the Go provider killed between its create call and its record', () => {

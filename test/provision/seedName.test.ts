@@ -6,6 +6,7 @@ import { silentLogger, type Logger } from '../../src/log.js';
 import type { MachineState } from '../../src/provision/machineState.js';
 import { deleteOrphanedSeeds, listOurSeeds } from '../../src/provision/orphanSeeds.js';
 import { basicData, request, runSteps, startPveHarness, type PveHarness } from '../helpers/pveHarness.js';
+import { simChanges, waitFor } from '../helpers/wait.js';
 
 let h: PveHarness | undefined;
 afterEach(async () => {
@@ -170,5 +171,27 @@ describe('seeds orphaned (the operator clean-up after a rollback)', () => {
     expect(deleted.map((s) => s.volid).sort()).toEqual(['nfs-iso:iso/omni-seed-req-old.iso', 'nfs-iso:iso/user-data-777.iso']);
     expect(isos(h)).toContain('nfs-iso:iso/user-data-100.iso');
     expect(isos(h)).toContain(live.seedVolume);
+  });
+});
+
+describe('teardown while the seed is being uploaded again', () => {
+  it('waits for the upload before removing any seed: the file the upload writes does not outlive the request', async () => {
+    // startVM retried after its seed was attached (a start that timed out, a restart): the seed is uploaded again over
+    // the attached file when the request is deleted. The seed must be removed after that upload ended, not before.
+    h = await startPveHarness({ provisioner: { pendingCreateWaitMs: 600_000 } });
+    const harness = h;
+    const state = await runSteps(harness.provisioner, request('req-reupload', basicData));
+    harness.sim.faults.onTask({ type: 'imgcopy' }, { kind: 'stuck' });
+    const filename = state.seedVolume.replace(/^[^:]+:iso\//, '');
+    const upid = await harness.pve.uploadFile(state.node, 'nfs-iso', { filename, content: 'iso', data: Buffer.from('again') });
+    state.seedUploadTask = upid;
+    const teardown = harness.provisioner.deprovision({ requestId: 'req-reupload', state, log: silentLogger });
+    // The teardown has deleted the VM and waits for the upload (polls its task): the upload ends only now.
+    const polled = () => harness.sim.requests.some((r) => r.method === 'GET' && decodeURIComponent(r.path).includes(`${upid}/status`));
+    await waitFor(() => harness.sim.vm(state.vmid) === undefined && polled(), { what: 'the teardown to wait for the upload', on: [simChanges(harness.sim)] });
+    expect(harness.sim.releaseStuckTasks({ type: 'imgcopy' })).toBe(1);
+    await teardown;
+    await harness.sim.settle();
+    expect(isos(harness)).not.toContain(state.seedVolume);
   });
 });
