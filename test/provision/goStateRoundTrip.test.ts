@@ -96,7 +96,7 @@ function isoNames(harness: PveHarness): string[] {
 }
 
 describe('ours stops at a step boundary, the Go provider takes over and tears down', () => {
-  for (const [goProxmox, deleteScansAllIsoStorages] of [['v0.3.2 (0d9fd58)', false], ['v0.6+ (Go provider v0.3.0)', true]] as const) {
+  for (const [goProxmox, deleteScansAllIsoStorages] of [['v0.3.2 (0d9fd58)', false], ['v0.6+ (v0.3.0 pins 0.8.1, per the upstream notes)', true]] as const) {
     for (const stopAfter of GO_STEPS) {
       it(`ours finished ${stopAfter}, go-proxmox ${goProxmox}: every checkpoint reads right to Go; Go ends with one VM; Go's teardown removes the VM and the seeds go-proxmox finds`, async () => {
         h = await startPveHarness();
