@@ -41,6 +41,7 @@ import { planVm, SEED_ISO_SLOT } from './planVm.js';
 import { storageSlot, TaskSlots } from './taskSlots.js';
 import { validateRequest } from './validateRequest.js';
 import { poolForNewVm, removeEmptyGoPool } from './pools.js';
+import { isoVolumesOf } from './orphanSeeds.js';
 import { lowestFreeVmid, parseVmidRange, type VmidRange } from './vmidRange.js';
 import {
   done,
@@ -970,9 +971,10 @@ export class ProxmoxProvisioner implements Provisioner {
 
   /**
    * The seed the private state records (field 101), when it may be removed by its volume ID. One named after a VMID N
-   * (`user-data-N.iso`, go-proxmox's name and ours) only while that name can only be this request's: VM N is this
-   * request's (or was, until this teardown deleted it: `ourVmids`), or no guest N exists. When guest N exists and is
-   * another's, the file may be that VM's seed now (go-proxmox uploads over a file of the same name): left alone.
+   * (`user-data-N.iso`, go-proxmox's name and ours) unless another VM now holds VMID N and uses that very file (a drive
+   * slot of its config names it): go-proxmox uploads over a file of that name for its VM N. Ours
+   * never does (see #seedVolumeFor: a file of that name it did not record makes it use the request's name), and the
+   * teardown removes the seed while our VM still holds N; a file of ours no VM N uses is ours to remove.
    */
   async #recordedSeed(state: MachineState, ourVmids: ReadonlySet<number>, log: Logger): Promise<{ storage: string; name: string } | undefined> {
     const m = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
@@ -980,9 +982,11 @@ export class ProxmoxProvisioner implements Provisioner {
     const byVmid = /^user-data-(\d+)\.iso$/.exec(m[2]!);
     if (byVmid && !ourVmids.has(Number(byVmid[1]))) {
       const vmid = Number(byVmid[1]);
-      const holder = (await this.#pve.clusterResources('vm')).find((v) => v.vmid === vmid);
-      if (holder) {
-        log.warn({ volume: state.seedVolume, vmid }, "the recorded seed's VMID now belongs to a VM that is not this request's; its seed ISO is left alone");
+      const holder = (await this.#pve.clusterResources('vm')).find((v) => v.vmid === vmid && v.type === 'qemu' && v.node);
+      // GET .../config answers the pending values where there are any.
+      const config = holder ? await readConfig(this.#pve, holder.node as string, vmid) : undefined;
+      if (config && isoVolumesOf(config).includes(state.seedVolume)) {
+        log.warn({ volume: state.seedVolume, vmid }, "the recorded seed's VMID now belongs to a VM that is not this request's and uses that file; its seed ISO is left alone");
         return undefined;
       }
     }
@@ -1091,16 +1095,18 @@ export class ProxmoxProvisioner implements Provisioner {
       const config = configs.get(vmid) ?? (await readConfig(this.#pve, node, vmid));
       if (config) for (const v of attachedSeeds(config, vmid, requestId)) attached.push({ node, ...v });
     }
-    for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
-    // The VM is gone: its pool goes too when the Go provider created it and nothing is left in it (field 12).
-    if (state.pool) await removeEmptyGoPool(this.#pve, state.pool, log);
     if (targets.size === 0) log.info({ vmid: state.vmid || state.createVmid || undefined }, 'no VM of this request exists; nothing to delete');
-    // Our seed upload may still be running: it ends (or is stopped) before any seed is removed, so that no file
-    // appears after its removal.
+    // Our seed upload may still be running: it ends (or is stopped) before anything is removed, so that no file
+    // appears after its removal, and while our VM still holds the VMID the seed is named after.
     await this.#settleSeedUpload(state, requestId, log, ctx.signal);
-    // What is removed: the seeds the deleted VMs' CD-ROM slots held (Go's or ours: never a file because of its name
-    // alone), ours by its recorded volume (a VMID-named one only while it is still this request's, see #recordedSeed),
-    // and by the name earlier versions gave every seed (`omni-seed-<request>.iso`, also the fallback name). One listing
+    // The seeds go before the VMs, once the VMs are stopped: a seed named after a VMID is removed while our VM still
+    // holds that VMID, so a VM created meanwhile under the same VMID (ours or the Go provider's) can never be holding
+    // a file of that name we are about to remove. A seed that cannot be removed fails the teardown before the VM is
+    // deleted; the retry finds both again.
+    for (const [vmid, node] of targets) await this.#stopForTeardown(node, vmid, log, ctx.signal);
+    // What is removed: the seeds the VMs' CD-ROM slots hold (Go's or ours: never a file because of its name alone),
+    // ours by its recorded volume (a VMID-named one unless another VM with that VMID uses it, see #recordedSeed), and
+    // by the name earlier versions gave every seed (`omni-seed-<request>.iso`, also the fallback name). One listing
     // per storage (and node).
     const vmNode = targets.size > 0 ? [...targets.values()][0] : undefined;
     const nodeHint = state.seedNode || vmNode || state.node;
@@ -1115,8 +1121,6 @@ export class ProxmoxProvisioner implements Provisioner {
     const recordedSeed = await this.#recordedSeed(state, new Set(targets.keys()), log);
     if (recordedSeed) want(nodeHint, recordedSeed.storage, recordedSeed.name);
     if (state.isoStorage) want(nodeHint, state.isoStorage, seedIsoFileName(requestId));
-    // A seed that could not be removed fails the teardown once every removal was tried: it is retried, and the
-    // request keeps its finalizer until no seed of it is left (ours are found by name on the retry).
     const seedFailures: string[] = [];
     for (const w of wanted.values()) {
       try {
@@ -1126,8 +1130,11 @@ export class ProxmoxProvisioner implements Provisioner {
       }
     }
     if (seedFailures.length > 0) {
-      throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed`);
+      throw new Error(`${seedFailures.join('; ')}; the machine request is released once its seed ISO is removed (its VM is deleted after it)`);
     }
+    for (const [vmid, node] of targets) await this.#destroyVm(node, vmid, log, ctx.signal);
+    // The VM is gone: its pool goes too when the Go provider created it and nothing is left in it (field 12).
+    if (state.pool) await removeEmptyGoPool(this.#pve, state.pool, log);
     // Only now: until the teardown settled it, a recorded create of this request may still produce its VM.
     this.#intents.delete(requestId);
     // The VM is gone: its addresses are free once the private state is destroyed (until then the listing holds them).
@@ -1180,24 +1187,7 @@ export class ProxmoxProvisioner implements Provisioner {
   }
 
   async #destroyVm(node: string, vmid: number, log: Logger, signal?: AbortSignal): Promise<void> {
-    const status = await this.#pve.vmStatus(node, vmid).catch((err: unknown) => {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    });
-    if (!status) return;
-    if (status.status === 'running') {
-      const timeout = this.#opts.shutdownTimeoutSec ?? 0;
-      if (!(timeout > 0 && (await this.#shutDown(node, vmid, timeout, log, signal)))) {
-        await this.slots.run(
-          { node },
-          async () => {
-            const upid = await this.#pve.stopVm(node, vmid, { overruleShutdown: true });
-            await this.#wait(upid, signal, true);
-          },
-          signal,
-        );
-      }
-    }
+    if (!(await this.#stopForTeardown(node, vmid, log, signal))) return;
     try {
       await this.slots.run(
         { node },
@@ -1212,6 +1202,29 @@ export class ProxmoxProvisioner implements Provisioner {
       throw err;
     }
     log.info({ vmid, node }, 'VM deleted');
+  }
+
+  /** Stops a VM of this request for its teardown (hard, or after an ACPI shutdown when configured); false: it is gone. */
+  async #stopForTeardown(node: string, vmid: number, log: Logger, signal?: AbortSignal): Promise<boolean> {
+    const status = await this.#pve.vmStatus(node, vmid).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    if (!status) return false;
+    if (status.status === 'running') {
+      const timeout = this.#opts.shutdownTimeoutSec ?? 0;
+      if (!(timeout > 0 && (await this.#shutDown(node, vmid, timeout, log, signal)))) {
+        await this.slots.run(
+          { node },
+          async () => {
+            const upid = await this.#pve.stopVm(node, vmid, { overruleShutdown: true });
+            await this.#wait(upid, signal, true);
+          },
+          signal,
+        );
+      }
+    }
+    return true;
   }
 
   /**

@@ -229,11 +229,13 @@ describe('deprovision', () => {
     await expect(h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger })).rejects.toThrow(
       /could not remove seed ISO nfs-iso:iso\/user-data-\d+\.iso.*released once its seed ISO is removed/,
     );
-    expect(h.sim.vm(state.vmid)).toBeUndefined();
+    // The seed goes before the VM (which holds the VMID the seed is named after): the VM is stopped, not deleted.
+    expect(h.sim.vm(state.vmid)?.running).toBe(false);
     expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).toContain(state.seedVolume);
 
     h.sim.faults.clear();
     await h.provisioner.deprovision({ requestId: req.id, state, log: silentLogger });
+    expect(h.sim.vm(state.vmid)).toBeUndefined();
     expect(h.sim.volumes('nfs-iso').map((v) => v.volid)).not.toContain(state.seedVolume);
   });
 

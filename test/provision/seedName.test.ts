@@ -79,20 +79,35 @@ describe('a user-data-<vmid>.iso that is not this request\'s', () => {
     expect(isos(h).filter((v) => /user-data-|omni-seed-/.test(v))).toEqual(before.filter((v) => /user-data-|omni-seed-/.test(v)));
   });
 
-  it('recorded, but its VMID now belongs to a VM that is not ours: the teardown leaves the file and the VM alone', async () => {
+  it('recorded, its VMID now held by a VM that uses that very file (the Go provider uploaded over it): left alone', async () => {
     h = await startPveHarness();
     const state = await runSteps(h.provisioner, request('req-reused', basicData));
     const seed = state.seedVolume;
     expect(seed).toBe(`nfs-iso:iso/user-data-${state.vmid}.iso`);
-    // Our VM deleted by hand (its seed stays: PVE does not delete CD-ROM images), then the VMID reused by someone else,
-    // whose seed that file may be now (go-proxmox uploads over a file of the same name).
+    // Our VM deleted by hand (its seed stays: PVE does not delete CD-ROM images), then the VMID reused by a VM whose
+    // seed that file is now (go-proxmox uploads over a file of the same name and attaches it).
     h.sim.externalDeleteVm(state.vmid);
     h.sim.externalCreateVm({ vmid: state.vmid, node: state.node, name: 'someone-else' });
+    h.sim.state.vms.get(state.vmid)!.config.set('ide0', `${seed},media=cdrom`);
     const { log, said } = recordingLogger();
     await h.provisioner.deprovision({ requestId: 'req-reused', state, log });
     expect(h.sim.vm(state.vmid)?.config.name).toBe('someone-else');
     expect(isos(h)).toContain(seed);
-    expect(said.some((s) => /VMID now belongs to a VM that is not this request's; its seed ISO is left alone/.test(s.msg))).toBe(true);
+    expect(said.some((s) => /VMID now belongs to a VM that is not this request's and uses that file; its seed ISO is left alone/.test(s.msg))).toBe(true);
+  });
+
+  it('recorded, its VMID now held by another request of ours (which named its seed after itself): ours removed, its untouched', async () => {
+    // Found by the chaos run (seed 33), where our VM was deleted and its seed not yet removed when the VMID was reused.
+    h = await startPveHarness();
+    const a = await runSteps(h.provisioner, request('req-a', basicData));
+    h.sim.externalDeleteVm(a.vmid);
+    const b = await runSteps(h.provisioner, request('req-b', basicData));
+    expect(b.vmid).toBe(a.vmid);
+    expect(b.seedVolume).toBe('nfs-iso:iso/omni-seed-req-b.iso');
+    await h.provisioner.deprovision({ requestId: 'req-a', state: a, log: silentLogger });
+    expect(isos(h)).not.toContain(a.seedVolume);
+    expect(isos(h)).toContain(b.seedVolume);
+    expect(h.sim.vm(b.vmid)?.running).toBe(true);
   });
 
   it('recorded, its VM gone and the VMID free: the teardown removes it (nothing else can be using it)', async () => {
@@ -106,7 +121,7 @@ describe('a user-data-<vmid>.iso that is not this request\'s', () => {
 });
 
 describe('the VM created again under a new VMID', () => {
-  it('the earlier seed (named after the old VMID) is removed before the new one is uploaded', async () => {
+  it('the earlier seed (named after the old VMID, now another VM\'s that does not use it) is removed before the new one is uploaded', async () => {
     h = await startPveHarness();
     const req = request('req-again', basicData);
     const first: MachineState = await runSteps(h.provisioner, req);
@@ -122,8 +137,8 @@ describe('the VM created again under a new VMID', () => {
     const again = await runSteps(h.provisioner, req, state, { from: 'syncVM' });
     expect(again.vmid).not.toBe(first.vmid);
     expect(again.seedVolume).toBe(`nfs-iso:iso/user-data-${again.vmid}.iso`);
-    // The old VMID belongs to another VM now: its user-data file is not ours to remove (see the test above).
-    expect(isos(h)).toContain(oldSeed);
+    // The old VMID belongs to another VM now, which does not use the file: it is ours to remove.
+    expect(isos(h)).not.toContain(oldSeed);
     expect(isos(h)).toContain(again.seedVolume);
     await h.provisioner.deprovision({ requestId: 'req-again', state: again, log: silentLogger });
     expect(isos(h)).not.toContain(again.seedVolume);
@@ -186,12 +201,14 @@ describe('teardown while the seed is being uploaded again', () => {
     const upid = await harness.pve.uploadFile(state.node, 'nfs-iso', { filename, content: 'iso', data: Buffer.from('again') });
     state.seedUploadTask = upid;
     const teardown = harness.provisioner.deprovision({ requestId: 'req-reupload', state, log: silentLogger });
-    // The teardown has deleted the VM and waits for the upload (polls its task): the upload ends only now.
+    // The teardown waits for the upload (polls its task) before it removes or deletes anything: the upload ends now.
     const polled = () => harness.sim.requests.some((r) => r.method === 'GET' && decodeURIComponent(r.path).includes(`${upid}/status`));
-    await waitFor(() => harness.sim.vm(state.vmid) === undefined && polled(), { what: 'the teardown to wait for the upload', on: [simChanges(harness.sim)] });
+    await waitFor(polled, { what: 'the teardown to wait for the upload', on: [simChanges(harness.sim)] });
+    expect(harness.sim.vm(state.vmid)).toBeDefined();
     expect(harness.sim.releaseStuckTasks({ type: 'imgcopy' })).toBe(1);
     await teardown;
     await harness.sim.settle();
+    expect(harness.sim.vm(state.vmid)).toBeUndefined();
     expect(isos(harness)).not.toContain(state.seedVolume);
   });
 });
