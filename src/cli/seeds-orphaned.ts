@@ -1,7 +1,7 @@
 // `seeds orphaned`: NoCloud seed ISOs no VM uses any more (ours, `omni-seed-*.iso`, and every `user-data-<vmid>.iso`
 // whose VMID no guest holds): what the Go provider's teardown can leave of VMs our daemon started, after a rollback
 // (docs/operations.md). Read-only unless `--delete`.
-import { deleteOrphanedSeeds, listOurSeeds } from '../provision/orphanSeeds.js';
+import { deleteOrphanedSeeds, isYoung, listOurSeeds } from '../provision/orphanSeeds.js';
 import { openProxmoxTarget } from './proxmoxTarget.js';
 import { parseFlags, UsageError } from './usage.js';
 
@@ -31,9 +31,9 @@ export default async function seedsOrphaned(argv: string[]): Promise<number> {
         process.stdout.write(`${JSON.stringify({ deleted, kept }, null, 2)}\n`);
       } else {
         for (const s of deleted) process.stdout.write(`deleted ${s.volid}\n`);
-        const young = (s: { ctime?: number }) => minAgeSeconds > 0 && s.ctime !== undefined && Date.now() / 1000 - s.ctime < minAgeSeconds;
         for (const s of kept) {
-          const why = s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : s.kind === 'vmid' && !young(s) ? 'its VMID was taken meanwhile' : `younger than ${minAgeSeconds} s`;
+          const young = isYoung(s, minAgeSeconds, Date.now() / 1000);
+          const why = s.usedBy.length > 0 ? `used by VM ${s.usedBy.join(', ')}` : s.kind === 'vmid' && !young ? 'its VMID was taken meanwhile' : `younger than ${minAgeSeconds} s`;
           process.stdout.write(`kept    ${s.volid} (${why})\n`);
         }
       }

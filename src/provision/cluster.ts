@@ -5,6 +5,7 @@ import { STEP_READ_MS, type PveClient } from '../proxmox/client.js';
 import { isNotFound } from '../proxmox/errors.js';
 import { formats, parsePropertyString } from '../proxmox/propertyString.js';
 import type { ClusterResource, VmConfig } from '../proxmox/types.js';
+import { parseIsoVolid } from './isoStore.js';
 import type { NodeSnapshot } from './pickNode.js';
 import { machineRequestTag } from './planVm.js';
 
@@ -166,8 +167,8 @@ export function cdromIsos(config: Record<string, unknown>): Array<{ storage: str
       continue;
     }
     if (drive.media !== 'cdrom' || typeof drive.file !== 'string') continue;
-    const m = /^([^:]+):iso\/(.+)$/.exec(drive.file);
-    if (m) out.push({ storage: m[1]!, name: m[2]! });
+    const iso = parseIsoVolid(drive.file);
+    if (iso) out.push(iso);
   }
   return out;
 }

@@ -20,10 +20,15 @@ export function rankIsoStorages(list: readonly StorageEntry[]): StorageEntry[] {
     .sort((a, b) => Number(b.shared) - Number(a.shared) || (a.storage < b.storage ? -1 : a.storage > b.storage ? 1 : 0));
 }
 
+/** `local:iso/x.iso` → `{ storage: 'local', name: 'x.iso' }`; undefined for anything but an ISO volume ID. */
+export function parseIsoVolid(volid: string): { storage: string; name: string } | undefined {
+  const m = /^([^:]+):iso\/(.+)$/.exec(volid);
+  return m ? { storage: m[1]!, name: m[2]! } : undefined;
+}
+
 /** `local:iso/x.iso` → `x.iso`; a bare name is returned as is. */
 export function isoFileName(volid: string): string {
-  const m = /^[^:]+:iso\/(.+)$/.exec(volid);
-  return m ? m[1]! : volid;
+  return parseIsoVolid(volid)?.name ?? volid;
 }
 
 /**

@@ -9,7 +9,7 @@ import type { PveClient } from '../proxmox/client.js';
 import { isNotFound } from '../proxmox/errors.js';
 import { parsePropertyString, formats } from '../proxmox/propertyString.js';
 import { waitForTask } from '../proxmox/tasks.js';
-import { rankIsoStorages } from './isoStore.js';
+import { isoFileName, rankIsoStorages } from './isoStore.js';
 
 export const OUR_SEED_PATTERN = /^omni-seed-[a-z0-9_.-]+\.iso$/;
 /** A seed named after its VM (go-proxmox's `user-data-<vmid>.iso`: the Go provider's, and ours). */
@@ -88,7 +88,7 @@ export async function listOurSeeds(pve: PveClient): Promise<SeedVolume[]> {
       if (seen.has(key)) continue;
       seen.add(key);
       for (const c of await pve.storageContent(node, s.storage, { content: 'iso' })) {
-        const name = c.volid.replace(/^[^:]+:iso\//, '');
+        const name = isoFileName(c.volid);
         const byVmid = VMID_SEED_PATTERN.exec(name);
         const kind = OUR_SEED_PATTERN.test(name) ? 'request' : byVmid && !vmids.has(Number(byVmid[1])) ? 'vmid' : undefined;
         if (!kind) continue;
@@ -97,6 +97,11 @@ export async function listOurSeeds(pve: PveClient): Promise<SeedVolume[]> {
     }
   }
   return out;
+}
+
+/** Whether a seed was uploaded less than `minAgeSeconds` before `nowSeconds` (0: no seed is young). */
+export function isYoung(seed: { ctime?: number }, minAgeSeconds: number, nowSeconds: number): boolean {
+  return minAgeSeconds > 0 && seed.ctime !== undefined && nowSeconds - seed.ctime < minAgeSeconds;
 }
 
 /**
@@ -111,14 +116,13 @@ export async function deleteOrphanedSeeds(
   const deleted: SeedVolume[] = [];
   const kept: SeedVolume[] = [];
   for (const seed of await listOurSeeds(pve)) {
-    const young = opts.minAgeSeconds > 0 && seed.ctime !== undefined && now - seed.ctime < opts.minAgeSeconds;
-    if (seed.usedBy.length > 0 || young) {
+    if (seed.usedBy.length > 0 || isYoung(seed, opts.minAgeSeconds, now)) {
       kept.push(seed);
       continue;
     }
     if (seed.kind === 'vmid') {
       // Right before the removal: a VM that took this VMID since the listing owns the name now.
-      const vmid = Number(VMID_SEED_PATTERN.exec(seed.volid.replace(/^[^:]+:iso\//, ''))?.[1]);
+      const vmid = Number(VMID_SEED_PATTERN.exec(isoFileName(seed.volid))?.[1]);
       if ((await pve.clusterResources('vm')).some((g) => g.vmid === vmid)) {
         kept.push(seed);
         continue;

@@ -33,7 +33,7 @@ import {
 import { cdromIsos, findRequestVm, findUnrecordedCreates, locateVm, nodeSnapshots, readConfig, smbiosUuidOf, splitTags, storageFacts } from './cluster.js';
 import { HaSteps } from './ha.js';
 import { PlacementError, ProviderDataError, VmPlanError } from './errors.js';
-import { GO_SEED_TAG, goSeedFileName, isoFileName, IsoStore } from './isoStore.js';
+import { GO_SEED_TAG, goSeedFileName, isoFileName, IsoStore, parseIsoVolid } from './isoStore.js';
 import type { MachineState } from './machineState.js';
 import { DiskStorageError, selectDiskStorages } from './diskStorages.js';
 import { InFlightLedger, pickNode, placementRequest } from './pickNode.js';
@@ -41,7 +41,7 @@ import { planVm, SEED_ISO_SLOT } from './planVm.js';
 import { storageSlot, TaskSlots } from './taskSlots.js';
 import { validateRequest } from './validateRequest.js';
 import { poolForNewVm, removeEmptyGoPool } from './pools.js';
-import { isoVolumesOf } from './orphanSeeds.js';
+import { isoVolumesOf, VMID_SEED_PATTERN } from './orphanSeeds.js';
 import { lowestFreeVmid, parseVmidRange, type VmidRange } from './vmidRange.js';
 import {
   done,
@@ -412,10 +412,10 @@ export class ProxmoxProvisioner implements Provisioner {
     const { state } = ctx;
     if (state.volumeId.includes(':')) {
       const legacy = state.volumeId;
-      const m = /^([^:]+):iso\/(.+)$/.exec(legacy);
-      if (m) {
-        state.isoStorage ||= m[1]!;
-        state.volumeId = m[2]!;
+      const iso = parseIsoVolid(legacy);
+      if (iso) {
+        state.isoStorage ||= iso.storage;
+        state.volumeId = iso.name;
       }
       return legacy;
     }
@@ -835,7 +835,7 @@ export class ProxmoxProvisioner implements Provisioner {
     }
     // Record before writing: the seed volume and its node before the upload, with field 109 saying that an upload is
     // on its way (until Proxmox answers, a teardown cannot tell whether one runs), then the upload's UPID once answered.
-    const [, seedStorage = state.isoStorage, filename = ''] = /^([^:]+):iso\/(.+)$/.exec(seedVolume) ?? [];
+    const { storage: seedStorage, name: filename } = parseIsoVolid(seedVolume)!;
     state.seedVolume = seedVolume;
     state.seedNode = state.node;
     state.seedUploadTask = SEED_UPLOAD_UNANSWERED;
@@ -977,20 +977,20 @@ export class ProxmoxProvisioner implements Provisioner {
    * teardown removes the seed while our VM still holds N; a file of ours no VM N uses is ours to remove.
    */
   async #recordedSeed(state: MachineState, ourVmids: ReadonlySet<number>, log: Logger): Promise<{ storage: string; name: string } | undefined> {
-    const m = /^([^:]+):iso\/(.+)$/.exec(state.seedVolume);
-    if (!m) return undefined;
-    const byVmid = /^user-data-(\d+)\.iso$/.exec(m[2]!);
+    const seed = parseIsoVolid(state.seedVolume);
+    if (!seed) return undefined;
+    const byVmid = VMID_SEED_PATTERN.exec(seed.name);
     if (byVmid && !ourVmids.has(Number(byVmid[1]))) {
       const vmid = Number(byVmid[1]);
-      const holder = (await this.#pve.clusterResources('vm')).find((v) => v.vmid === vmid && v.type === 'qemu' && v.node);
+      const holder = await locateVm(this.#pve, vmid);
       // GET .../config answers the pending values where there are any.
-      const config = holder ? await readConfig(this.#pve, holder.node as string, vmid) : undefined;
+      const config = holder?.node ? await readConfig(this.#pve, holder.node, vmid) : undefined;
       if (config && isoVolumesOf(config).includes(state.seedVolume)) {
         log.warn({ volume: state.seedVolume, vmid }, "the recorded seed's VMID now belongs to a VM that is not this request's and uses that file; its seed ISO is left alone");
         return undefined;
       }
     }
-    return { storage: m[1]!, name: m[2]! };
+    return seed;
   }
 
   /**

@@ -12,6 +12,8 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { MachineSpecSchema, type MachineSpec } from '../../src/gen/proxmox/specs/specs_pb.js';
 import { smbiosUuidOf } from '../../src/provision/cluster.js';
 import { MACHINE_REQUEST_TAG_PREFIX } from '../../src/provision/planVm.js';
+import { isoFileName } from '../../src/provision/isoStore.js';
+import { VMID_SEED_PATTERN } from '../../src/provision/orphanSeeds.js';
 import { seedIsoFileName } from '../../src/proxmox/nocloud.js';
 import { GrpcCode } from '../../src/sim/omni/errors.js';
 import { NS, TYPES } from '../../src/sim/omni/resources.js';
@@ -1163,7 +1165,7 @@ export class ChaosRun {
     }
     const known = [...live, ...this.deleted.keys()];
     const seedOwner = (v: { volid: string; name: string }): string | undefined => {
-      const byVmid = /(?:^|\/)user-data-(\d+)\.iso$/.exec(v.name);
+      const byVmid = VMID_SEED_PATTERN.exec(isoFileName(v.volid));
       if (!byVmid) return known.find((id) => v.name.endsWith(seedIsoFileName(id)));
       const vmid = Number(byVmid[1]);
       return liveSeeds.get(v.volid) ?? liveVmids.get(vmid) ?? this.createdVmids.get(vmid);

@@ -121,48 +121,48 @@ describe('a user-data-<vmid>.iso that is not this request\'s', () => {
 });
 
 describe('the VM created again under a new VMID', () => {
-  it('the earlier seed (named after the old VMID, now another VM\'s that does not use it) is removed before the new one is uploaded', async () => {
-    h = await startPveHarness();
-    const req = request('req-again', basicData);
-    const first: MachineState = await runSteps(h.provisioner, req);
-    const oldSeed = first.seedVolume;
-    // The VM disappears (deleted by hand) before the request is done with it; its VMID is taken by someone else's VM,
-    // so the new VM of this request gets another one.
-    h.sim.externalDeleteVm(first.vmid);
-    h.sim.externalCreateVm({ vmid: first.vmid, node: first.node, name: 'someone-else' });
+  /**
+   * A provisioned request whose VM disappears (deleted by hand) before the request is done with it, its VMID taken by
+   * someone else's VM (so the new VM of this request gets another one): startVM finds the VM gone and clears the VMID.
+   */
+  async function vmGoneVmidTaken(id: string): Promise<{ harness: PveHarness; req: ReturnType<typeof request>; first: MachineState; state: MachineState }> {
+    const harness = (h = await startPveHarness());
+    const req = request(id, basicData);
+    const first: MachineState = await runSteps(harness.provisioner, req);
+    harness.sim.externalDeleteVm(first.vmid);
+    harness.sim.externalCreateVm({ vmid: first.vmid, node: first.node, name: 'someone-else' });
     const state = structuredClone(first);
     state.vmStartTask = '';
-    await expect(runSteps(h.provisioner, req, state, { from: 'startVM', maxRetries: 0 })).rejects.toThrow(/VM is gone/);
+    await expect(runSteps(harness.provisioner, req, state, { from: 'startVM', maxRetries: 0 })).rejects.toThrow(/VM is gone/);
     expect(state.vmid).toBe(0);
-    const again = await runSteps(h.provisioner, req, state, { from: 'syncVM' });
+    return { harness, req, first, state };
+  }
+
+  it('the earlier seed (named after the old VMID, now another VM\'s that does not use it) is removed before the new one is uploaded', async () => {
+    const { harness, req, first, state } = await vmGoneVmidTaken('req-again');
+    const oldSeed = first.seedVolume;
+    const again = await runSteps(harness.provisioner, req, state, { from: 'syncVM' });
     expect(again.vmid).not.toBe(first.vmid);
     expect(again.seedVolume).toBe(`nfs-iso:iso/user-data-${again.vmid}.iso`);
     // The old VMID belongs to another VM now, which does not use the file: it is ours to remove.
-    expect(isos(h)).not.toContain(oldSeed);
-    expect(isos(h)).toContain(again.seedVolume);
-    await h.provisioner.deprovision({ requestId: 'req-again', state: again, log: silentLogger });
-    expect(isos(h)).not.toContain(again.seedVolume);
+    expect(isos(harness)).not.toContain(oldSeed);
+    expect(isos(harness)).toContain(again.seedVolume);
+    await harness.provisioner.deprovision({ requestId: 'req-again', state: again, log: silentLogger });
+    expect(isos(harness)).not.toContain(again.seedVolume);
   });
 
   it('the earlier seed is removed when its VMID is free', async () => {
-    h = await startPveHarness();
-    const req = request('req-again-free', basicData);
-    const first: MachineState = await runSteps(h.provisioner, req);
+    // The VM of someone else's holds the old VMID while this request's VM is created again, then goes: the old VMID
+    // is free when the new seed is uploaded.
+    const { harness, req, first, state } = await vmGoneVmidTaken('req-again-free');
     const oldSeed = first.seedVolume;
-    h.sim.externalDeleteVm(first.vmid);
-    // A VM of someone else's holds the old VMID while this request's VM is created again, then goes: the old VMID is
-    // free when the new seed is uploaded.
-    h.sim.externalCreateVm({ vmid: first.vmid, node: first.node, name: 'someone-else' });
-    const state = structuredClone(first);
-    state.vmStartTask = '';
-    await expect(runSteps(h.provisioner, req, state, { from: 'startVM', maxRetries: 0 })).rejects.toThrow(/VM is gone/);
-    await runSteps(h.provisioner, req, state, { from: 'syncVM', until: 'syncVM' });
+    await runSteps(harness.provisioner, req, state, { from: 'syncVM', until: 'syncVM' });
     expect(state.vmid).not.toBe(first.vmid);
-    h.sim.externalDeleteVm(first.vmid);
-    const again = await runSteps(h.provisioner, req, state, { from: 'startVM' });
+    harness.sim.externalDeleteVm(first.vmid);
+    const again = await runSteps(harness.provisioner, req, state, { from: 'startVM' });
     expect(again.seedVolume).toBe(`nfs-iso:iso/user-data-${again.vmid}.iso`);
-    expect(isos(h)).not.toContain(oldSeed);
-    expect(isos(h)).toContain(again.seedVolume);
+    expect(isos(harness)).not.toContain(oldSeed);
+    expect(isos(harness)).toContain(again.seedVolume);
   });
 });
 
