@@ -179,6 +179,11 @@ export class DaemonProcess {
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         this.exit = { code, signal };
+      });
+      // Resolved on 'close', not 'exit': 'exit' can come before the last stdout/stderr chunks were read, and a test
+      // that checks what the daemon printed on its way out would then see part of it (or nothing).
+      this.child.on('close', (code, signal) => {
+        this.exit ??= { code, signal };
         resolve(this.exit);
       });
     });
